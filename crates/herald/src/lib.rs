@@ -1,0 +1,1 @@
+//! Herald server library (being written).
