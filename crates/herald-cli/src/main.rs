@@ -1,1 +1,13 @@
-fn main() {}
+//! `herald`: the standalone server binary.
+
+use clap::Parser;
+use herald_cli::{Cli, Command};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    herald_cli::init_logging();
+    match cli.command {
+        Command::Serve(args) => herald_cli::serve(args, |b| b).await,
+    }
+}

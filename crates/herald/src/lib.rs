@@ -1,1 +1,73 @@
-//! Herald server library (being written).
+//! # Herald
+//!
+//! A realtime WebSocket framework that speaks the SocketCluster v2 protocol,
+//! so the official `socketcluster-client` works against it unchanged.
+//!
+//! Herald solves what plain WebSockets leave to every team: heartbeats that
+//! find dead peers, authentication with signed tokens that survive
+//! reconnects, middleware that decides who may connect, subscribe, publish
+//! and call what, and channels (pub/sub) that work the same on one process or
+//! many, through a pluggable [`Broker`].
+//!
+//! ```no_run
+//! use herald::{ErrorPayload, Server};
+//! use serde_json::{Value, json};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = Server::builder()
+//!     .auth_secret("change me")
+//!     .procedure("login", |req| async move {
+//!         let user: String = req.parse()?;
+//!         req.socket
+//!             .set_auth_token(json!({ "sub": user }))
+//!             .map_err(|e| ErrorPayload::new("AuthError", e.to_string()))?;
+//!         Ok::<Value, ErrorPayload>(json!({ "ok": true }))
+//!     })
+//!     .build();
+//!
+//! // Standalone...
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+//! server.clone().serve(listener, std::future::pending()).await?;
+//!
+//! // ...or as one route of an axum app:
+//! let app: axum::Router = axum::Router::new().merge(server.router());
+//! # Ok(()) }
+//! ```
+//!
+//! ## Map of the crate
+//! * [`server`]: [`ServerBuilder`], [`Server`], [`Exchange`].
+//! * [`socket`]: the [`Socket`] handle given to handlers and middleware.
+//! * [`handler`]: procedures ([`Request`]) and receivers ([`Message`]).
+//! * [`middleware`]: [`Middleware`] and [`PublishOutMiddleware`].
+//! * [`auth`]: [`AuthEngine`], signing and verifying JWTs.
+//! * [`broker`]: the [`Broker`] trait and the in-process [`MemoryBroker`].
+//! * [`config`]: [`Config`], every timing and limit.
+//! * `registry` (internal): channel subscribers and fan-out.
+//! * `connection` (internal): the per-socket task.
+//! * `transport` (internal): the HTTP upgrade and WebSocket codec.
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+mod connection;
+pub mod handler;
+pub mod middleware;
+mod registry;
+pub mod server;
+pub mod socket;
+mod transport;
+
+pub use auth::{AuthEngine, AuthError, Claims};
+pub use broker::{Broker, BrokerError, BrokerSink, MemoryBroker, Publication};
+pub use config::Config;
+pub use handler::{Message, Request};
+pub use herald_protocol as protocol;
+pub use herald_protocol::ErrorPayload;
+pub use middleware::{
+    InvokeRequest, Middleware, PublishOut, PublishOutMiddleware, PublishRequest, Rejection,
+    SubscribeRequest, TransmitRequest,
+};
+pub use server::{Exchange, PublishError, Server, ServerBuilder};
+pub use socket::{RequestInfo, SendError, Socket, SocketState};

@@ -11,6 +11,8 @@
 //   PING_INTERVAL  ms between server pings (socketcluster default 8000)
 //   PING_TIMEOUT   ms without a pong before closing with 4001 (default 30000)
 //   MAX_PAYLOAD    max inbound WebSocket message size in bytes (ws closes with 1009)
+//   EXIT_ON_STDIN_CLOSE=1  also exit when stdin reaches EOF (orphan protection)
+//   SC_DEBUG=1     log server warnings (bad tokens, socket errors) to stderr
 //
 // Prints exactly one line `listening <port>` on stdout once listening; exits on
 // SIGTERM/SIGINT.
@@ -212,3 +214,11 @@ function shutdown() {
 }
 process.on('SIGTERM', shutdown);
 process.on('SIGINT', shutdown);
+
+// Opt-in: exit when stdin reaches EOF, so a parent that dies without killing
+// us (e.g. a panicking Rust test holding a piped stdin) leaves no orphan.
+if (process.env.EXIT_ON_STDIN_CLOSE === '1') {
+  process.stdin.on('end', shutdown);
+  process.stdin.on('error', shutdown);
+  process.stdin.resume();
+}

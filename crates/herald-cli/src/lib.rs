@@ -1,0 +1,176 @@
+//! The `herald` command line: argument parsing, the config file, and the
+//! `serve` runner.
+//!
+//! It is a library as well as a binary so that a program can run exactly
+//! what `herald serve` runs with extra procedures or middleware registered
+//! ([`serve`] takes a function that adjusts the [`ServerBuilder`]); the test
+//! fixture `herald-fixture` is built that way.
+
+#![warn(missing_docs)]
+
+pub mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use herald::ServerBuilder;
+
+pub use config::FileConfig;
+
+/// Herald: a realtime WebSocket server speaking the SocketCluster v2 protocol.
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a Herald server.
+    Serve(ServeArgs),
+}
+
+/// `herald serve` options. Flags override the config file, which overrides
+/// the defaults.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    /// Address to listen on (default 127.0.0.1:8000; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// WebSocket endpoint path (default /socketcluster/).
+    #[arg(long)]
+    pub path: Option<String>,
+    /// HS256 secret for auth tokens. Without one a random secret is used and
+    /// tokens do not survive a restart.
+    #[arg(long, env = "HERALD_AUTH_SECRET", hide_env_values = true)]
+    pub auth_secret: Option<String>,
+    /// Config file (TOML); see docs/configuration.md.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Interval between server pings, e.g. 8s or 500ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ping_interval: Option<Duration>,
+    /// Close a socket silent for this long with 4001, e.g. 30s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ping_timeout: Option<Duration>,
+    /// Largest accepted message in bytes; larger closes with 1009.
+    #[arg(long, value_name = "BYTES")]
+    pub max_payload: Option<usize>,
+}
+
+/// The resolved settings of a `serve` run.
+#[derive(Debug, Clone)]
+pub struct ServeSettings {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Server settings.
+    pub config: herald::Config,
+    /// HS256 secret, if any.
+    pub auth_secret: Option<String>,
+}
+
+/// Merges flags, config file and defaults.
+pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
+    let file = match &args.config {
+        Some(path) => FileConfig::load(path)?,
+        None => FileConfig::default(),
+    };
+    let mut config = herald::Config::default();
+    file.apply(&mut config);
+    if let Some(p) = &args.path {
+        config.path = p.clone();
+    }
+    if let Some(d) = args.ping_interval {
+        config.ping_interval = d;
+    }
+    if let Some(d) = args.ping_timeout {
+        config.ping_timeout = d;
+    }
+    if let Some(n) = args.max_payload {
+        config.max_payload = n;
+    }
+    if !config.path.starts_with('/') {
+        anyhow::bail!("path must start with '/': {:?}", config.path);
+    }
+    if config.ping_interval.is_zero() || config.ping_timeout.is_zero() {
+        anyhow::bail!("ping_interval and ping_timeout must be greater than zero");
+    }
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
+    let auth_secret = args.auth_secret.clone().or(file.auth_secret.clone());
+    if auth_secret.as_deref() == Some("") {
+        anyhow::bail!("the auth secret must not be empty");
+    }
+    Ok(ServeSettings {
+        listen,
+        config,
+        auth_secret,
+    })
+}
+
+/// Installs the log subscriber (`RUST_LOG`, default `info`, to stderr).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Resolves when SIGINT or SIGTERM arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Runs `herald serve` until SIGINT/SIGTERM. `customize` can register
+/// procedures, receivers and middleware before the server is built.
+pub async fn serve(
+    args: ServeArgs,
+    customize: impl FnOnce(ServerBuilder) -> ServerBuilder,
+) -> anyhow::Result<()> {
+    let settings = resolve(&args)?;
+    let mut builder = ServerBuilder::new().config(settings.config.clone());
+    if let Some(secret) = &settings.auth_secret {
+        builder = builder.auth_secret(secret);
+    }
+    let server = customize(builder).build();
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::warn!(
+        "no channel rules configured: any client may subscribe and publish on any channel"
+    );
+    println!("herald listening on ws://{addr}{}", settings.config.path);
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    server.serve(listener, shutdown_signal()).await?;
+    tracing::info!("herald stopped");
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! Test support shared by Herald's end-to-end suites.
+//!
+//! [`fixture`] registers the procedures, receiver and middleware that the
+//! compatibility suite (official `socketcluster-client`), the Rust client's
+//! suite and the reference socketcluster-server script
+//! (`tests/node/reference/sc-server.js`) all implement identically, so the
+//! same scenarios run against Herald and against socketcluster-server:
+//!
+//! | name | kind | behaviour |
+//! |---|---|---|
+//! | `echo` | procedure | replies with its data |
+//! | `fail` | procedure | error `{name: "MyError", message: "nope"}` |
+//! | `login` | procedure | `{user, ttl?}`: sets token `{sub: user}` (exp = now + ttl), replies `{ok: 1}` |
+//! | `logout` | procedure | removes the socket's token |
+//! | `whoami` | procedure | the token's claims, or null |
+//! | `kick` | procedure | `{channel, message}`: kicks the caller out of the channel |
+//! | `serverTransmit` | procedure | `{event, data}`: transmits to the caller |
+//! | `serverInvoke` | procedure | `{procedure, data}`: invokes the caller, replies with its result |
+//! | `serverPublish` | procedure | `{channel, data}`: publishes through the exchange |
+//! | `disconnectMe` | procedure | `{code, reason}`: replies, then disconnects the caller |
+//! | `tell` | receiver | transmits `told` back with the same data |
+//! | `private/*` | middleware | subscribing needs a token (`ForbiddenError`) |
+//! | `readonly/*` | middleware | clients may not publish (`ForbiddenError`) |
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use herald::{ErrorPayload, Middleware, PublishRequest, ServerBuilder, Socket, SubscribeRequest};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+/// The fixture's channel rules.
+struct FixtureRules;
+
+#[async_trait]
+impl Middleware for FixtureRules {
+    async fn subscribe(
+        &self,
+        socket: &Socket,
+        request: &mut SubscribeRequest,
+    ) -> Result<(), ErrorPayload> {
+        if request.channel().starts_with("private/") && !socket.is_authenticated() {
+            return Err(ErrorPayload::new(
+                "ForbiddenError",
+                format!("{} requires authentication", request.channel()),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn publish_in(
+        &self,
+        _socket: &Socket,
+        request: &mut PublishRequest,
+    ) -> Result<(), ErrorPayload> {
+        if request.channel().starts_with("readonly/") {
+            return Err(ErrorPayload::new(
+                "ForbiddenError",
+                format!("clients may not publish to {}", request.channel()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ErrorPayload {
+    ErrorPayload::new("InternalServerError", e.to_string())
+}
+
+/// Registers the fixture procedures, receiver and middleware.
+pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
+    #[derive(Deserialize)]
+    struct Login {
+        user: String,
+        ttl: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    struct Kick {
+        channel: String,
+        message: Option<Value>,
+    }
+    #[derive(Deserialize)]
+    struct Transmit {
+        event: String,
+        #[serde(default)]
+        data: Value,
+    }
+    #[derive(Deserialize)]
+    struct Invoke {
+        procedure: String,
+        #[serde(default)]
+        data: Value,
+    }
+    #[derive(Deserialize)]
+    struct Publish {
+        channel: String,
+        #[serde(default)]
+        data: Value,
+    }
+    #[derive(Deserialize)]
+    struct Disconnect {
+        code: u16,
+        #[serde(default)]
+        reason: String,
+    }
+
+    builder
+        .middleware(FixtureRules)
+        .procedure("echo", |req| async move { Ok::<_, ErrorPayload>(req.data) })
+        .procedure("fail", |_req| async move {
+            Err::<Value, _>(ErrorPayload::new("MyError", "nope"))
+        })
+        .procedure("login", |req| async move {
+            let login: Login = req.parse()?;
+            let mut claims = json!({ "sub": login.user });
+            if let Some(ttl) = login.ttl {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_err(internal)?
+                    .as_secs();
+                claims["exp"] = json!(now + ttl);
+            }
+            req.socket.set_auth_token(claims).map_err(internal)?;
+            Ok(json!({ "ok": 1 }))
+        })
+        .procedure("logout", |req| async move {
+            req.socket.remove_auth_token();
+            Ok::<_, ErrorPayload>(Value::Null)
+        })
+        .procedure("whoami", |req| async move {
+            Ok::<_, ErrorPayload>(match req.socket.auth_claims() {
+                Some(c) => Value::Object((*c).clone()),
+                None => Value::Null,
+            })
+        })
+        .procedure("kick", |req| async move {
+            let kick: Kick = req.parse()?;
+            req.socket
+                .kick_out(&kick.channel, &kick.message.unwrap_or(Value::Null))
+                .await;
+            Ok::<_, ErrorPayload>(Value::Null)
+        })
+        .procedure("serverTransmit", |req| async move {
+            let t: Transmit = req.parse()?;
+            req.socket.transmit(&t.event, &t.data).map_err(internal)?;
+            Ok::<_, ErrorPayload>(Value::Null)
+        })
+        .procedure("serverInvoke", |req| async move {
+            let i: Invoke = req.parse()?;
+            req.socket
+                .invoke_with_timeout(&i.procedure, &i.data, Duration::from_secs(5))
+                .await
+                .map_err(|e| e.to_payload())
+        })
+        .procedure("serverPublish", |req| {
+            let exchange = req.socket.exchange();
+            async move {
+                let p: Publish = req.parse()?;
+                exchange
+                    .publish(&p.channel, &p.data)
+                    .await
+                    .map_err(internal)?;
+                Ok::<_, ErrorPayload>(Value::Null)
+            }
+        })
+        .procedure("disconnectMe", |req| async move {
+            let d: Disconnect = req.parse()?;
+            let socket = req.socket.clone();
+            // Reply first; the disconnect drains the queue before closing.
+            tokio::spawn(async move {
+                tokio::task::yield_now().await;
+                socket.disconnect(d.code, d.reason);
+            });
+            Ok::<_, ErrorPayload>(Value::Null)
+        })
+        .receiver("tell", |msg| async move {
+            let _ = msg.socket.transmit("told", &msg.data);
+        })
+}

@@ -1,0 +1,108 @@
+//! Procedures (invoke handlers) and receivers (transmit handlers).
+//!
+//! A procedure is an async function from a [`Request`] to
+//! `Result<impl Serialize, ErrorPayload>`: the value is the client's reply,
+//! the error reaches the client as a rejected call with its `name`. A
+//! receiver is an async function of a [`Message`]; transmits have no reply.
+//! Each call runs in its own task, so a slow procedure never delays the
+//! socket's other traffic, and a panicking one is answered with an
+//! `InternalServerError` instead of leaving the client waiting.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use herald_protocol::error::{ErrorPayload, names};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::socket::Socket;
+
+/// One invoke of a procedure.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The calling socket.
+    pub socket: Socket,
+    /// The procedure name.
+    pub procedure: String,
+    /// The call data (`null` when the client sent none).
+    pub data: Value,
+}
+
+impl Request {
+    /// The call data as `T`, or an `InvalidArgumentsError` for the client.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, ErrorPayload> {
+        T::deserialize(&self.data).map_err(|e| {
+            ErrorPayload::new(
+                names::INVALID_ARGUMENTS,
+                format!("Invalid arguments for {}: {e}", self.procedure),
+            )
+        })
+    }
+}
+
+/// One transmit received from a client.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// The sending socket.
+    pub socket: Socket,
+    /// The event name.
+    pub event: String,
+    /// The event data (`null` when none).
+    pub data: Value,
+}
+
+pub(crate) type BoxProcedure =
+    Arc<dyn Fn(Request) -> BoxFuture<'static, Result<Value, ErrorPayload>> + Send + Sync>;
+pub(crate) type BoxReceiver = Arc<dyn Fn(Message) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// Wraps a typed procedure into the boxed form the server stores.
+pub(crate) fn box_procedure<F, Fut, T>(f: F) -> BoxProcedure
+where
+    F: Fn(Request) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<T, ErrorPayload>> + Send + 'static,
+    T: Serialize,
+{
+    Arc::new(move |req: Request| {
+        let name = req.procedure.clone();
+        let fut = f(req);
+        async move {
+            match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
+                Ok(Ok(v)) => serde_json::to_value(v).map_err(|e| {
+                    tracing::error!(procedure = %name, error = %e, "procedure result is not JSON");
+                    ErrorPayload::new(names::INTERNAL, "Procedure returned an unencodable result")
+                }),
+                Ok(Err(e)) => Err(e),
+                Err(_) => {
+                    tracing::error!(procedure = %name, "procedure panicked");
+                    Err(ErrorPayload::new(names::INTERNAL, "Procedure failed"))
+                }
+            }
+        }
+        .boxed()
+    })
+}
+
+/// Wraps a receiver into the boxed form the server stores.
+pub(crate) fn box_receiver<F, Fut>(f: F) -> BoxReceiver
+where
+    F: Fn(Message) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    Arc::new(move |msg: Message| {
+        let event = msg.event.clone();
+        let fut = f(msg);
+        async move {
+            if std::panic::AssertUnwindSafe(fut)
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                tracing::error!(%event, "receiver panicked");
+            }
+        }
+        .boxed()
+    })
+}

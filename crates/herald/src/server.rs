@@ -1,0 +1,421 @@
+//! The server: its builder, its shared state, and how it is run.
+//!
+//! [`ServerBuilder`] collects settings, auth keys, the broker, procedures,
+//! receivers and middleware; [`Server`] is the running result, a cheap
+//! handle to mount in an axum app ([`Server::router`]), to run on a listener
+//! by itself ([`Server::serve`]), to publish from server code
+//! ([`Server::exchange`]) and to shut down cleanly ([`Server::shutdown`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use herald_protocol::ErrorPayload;
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::AuthEngine;
+use crate::broker::{Broker, BrokerError, MemoryBroker, Publication};
+use crate::config::Config;
+use crate::handler::{self, BoxProcedure, BoxReceiver, Message, Request};
+use crate::middleware::{Middleware, PublishOutMiddleware};
+use crate::registry::Registry;
+use crate::socket::{Socket, SocketShared};
+
+type ConnectHook = Arc<dyn Fn(Socket) -> BoxFuture<'static, ()> + Send + Sync>;
+type DisconnectHook = Arc<dyn Fn(Socket, u16, String) -> BoxFuture<'static, ()> + Send + Sync>;
+
+/// State shared by every connection of one server.
+pub(crate) struct ServerInner {
+    pub(crate) config: Config,
+    pub(crate) auth: AuthEngine,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) procedures: HashMap<String, BoxProcedure>,
+    pub(crate) receivers: HashMap<String, BoxReceiver>,
+    pub(crate) middleware: Vec<Arc<dyn Middleware>>,
+    pub(crate) publish_out: Vec<Arc<dyn PublishOutMiddleware>>,
+    pub(crate) on_connection: Vec<ConnectHook>,
+    pub(crate) on_disconnection: Vec<DisconnectHook>,
+    pub(crate) sockets: Mutex<HashMap<u64, Socket>>,
+    pub(crate) next_key: AtomicU64,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) tasks: TaskTracker,
+}
+
+/// Builds a [`Server`].
+///
+/// ```no_run
+/// use herald::{Server, ErrorPayload};
+/// use serde_json::{json, Value};
+///
+/// # async fn run() -> std::io::Result<()> {
+/// let server = Server::builder()
+///     .auth_secret("change me")
+///     .procedure("echo", |req| async move { Ok::<Value, ErrorPayload>(req.data) })
+///     .build();
+/// let listener = tokio::net::TcpListener::bind("127.0.0.1:8000").await?;
+/// server.serve(listener, std::future::pending()).await
+/// # }
+/// ```
+#[must_use]
+pub struct ServerBuilder {
+    config: Config,
+    auth: Option<AuthEngine>,
+    broker: Option<Arc<dyn Broker>>,
+    procedures: HashMap<String, BoxProcedure>,
+    receivers: HashMap<String, BoxReceiver>,
+    middleware: Vec<Arc<dyn Middleware>>,
+    publish_out: Vec<Arc<dyn PublishOutMiddleware>>,
+    on_connection: Vec<ConnectHook>,
+    on_disconnection: Vec<DisconnectHook>,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerBuilder {
+    /// A builder with socketcluster-server's defaults, a random auth secret
+    /// and the in-process broker.
+    pub fn new() -> Self {
+        Self {
+            config: Config::default(),
+            auth: None,
+            broker: None,
+            procedures: HashMap::new(),
+            receivers: HashMap::new(),
+            middleware: Vec::new(),
+            publish_out: Vec::new(),
+            on_connection: Vec::new(),
+            on_disconnection: Vec::new(),
+        }
+    }
+
+    /// Replaces all settings.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Changes settings in place.
+    pub fn configure(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self
+    }
+
+    /// The HTTP path of the WebSocket endpoint (default `/socketcluster/`).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.config.path = path.into();
+        self
+    }
+
+    /// Server ping interval (default 8 s).
+    pub fn ping_interval(mut self, d: Duration) -> Self {
+        self.config.ping_interval = d;
+        self
+    }
+
+    /// Ping timeout (default 30 s).
+    pub fn ping_timeout(mut self, d: Duration) -> Self {
+        self.config.ping_timeout = d;
+        self
+    }
+
+    /// Signs and verifies tokens with an HS256 secret.
+    pub fn auth_secret(mut self, secret: impl AsRef<[u8]>) -> Self {
+        self.auth = Some(AuthEngine::hs256(secret));
+        self
+    }
+
+    /// Uses a configured [`AuthEngine`] (e.g. RS256 or EdDSA keys).
+    pub fn auth(mut self, engine: AuthEngine) -> Self {
+        self.auth = Some(engine);
+        self
+    }
+
+    /// The broker carrying publications between nodes (default: in-process).
+    pub fn broker(mut self, broker: impl Broker) -> Self {
+        self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// Registers a procedure: clients call it with `invoke(name, data)`.
+    pub fn procedure<F, Fut, T>(mut self, name: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Request) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<T, ErrorPayload>> + Send + 'static,
+        T: Serialize,
+    {
+        self.procedures
+            .insert(name.into(), handler::box_procedure(f));
+        self
+    }
+
+    /// Registers a receiver: it runs for each `transmit(event, data)`.
+    pub fn receiver<F, Fut>(mut self, event: impl Into<String>, f: F) -> Self
+    where
+        F: Fn(Message) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.receivers
+            .insert(event.into(), handler::box_receiver(f));
+        self
+    }
+
+    /// Adds inbound middleware (runs after the ones added before).
+    pub fn middleware(mut self, m: impl Middleware) -> Self {
+        self.middleware.push(Arc::new(m));
+        self
+    }
+
+    /// Adds outbound publish middleware (per subscriber).
+    pub fn publish_out_middleware(mut self, m: impl PublishOutMiddleware) -> Self {
+        self.publish_out.push(Arc::new(m));
+        self
+    }
+
+    /// Runs `f` for each socket that completes its handshake.
+    pub fn on_connection<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Socket) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_connection.push(Arc::new(move |s| f(s).boxed()));
+        self
+    }
+
+    /// Runs `f` for each handshaken socket that closes, with the close code
+    /// and reason.
+    pub fn on_disconnection<F, Fut>(mut self, f: F) -> Self
+    where
+        F: Fn(Socket, u16, String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        self.on_disconnection
+            .push(Arc::new(move |s, c, r| f(s, c, r).boxed()));
+        self
+    }
+
+    /// Builds the server. Must be called inside a Tokio runtime when the
+    /// broker needs one.
+    pub fn build(self) -> Server {
+        let auth = self.auth.unwrap_or_else(|| {
+            tracing::warn!(
+                "no auth secret configured: using a random one; auth tokens will not survive a restart"
+            );
+            AuthEngine::random()
+        });
+        let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        Server(Arc::new(ServerInner {
+            config: self.config,
+            auth,
+            registry: Registry::new(broker),
+            procedures: self.procedures,
+            receivers: self.receivers,
+            middleware: self.middleware,
+            publish_out: self.publish_out,
+            on_connection: self.on_connection,
+            on_disconnection: self.on_disconnection,
+            sockets: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }))
+    }
+}
+
+/// A Herald server. Cloning is cheap; all clones are the same server.
+#[derive(Clone)]
+pub struct Server(pub(crate) Arc<ServerInner>);
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("path", &self.0.config.path)
+            .field("clients", &self.client_count())
+            .finish()
+    }
+}
+
+impl Server {
+    /// A [`ServerBuilder`].
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::new()
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.0.config
+    }
+
+    /// The token engine, to issue tokens outside a socket (e.g. from an HTTP
+    /// login route).
+    pub fn auth(&self) -> &AuthEngine {
+        &self.0.auth
+    }
+
+    /// An axum router serving the WebSocket endpoint at the configured path.
+    /// Merge it into an application's router to serve both.
+    pub fn router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        crate::transport::router(self.clone())
+    }
+
+    /// Publishes from server code.
+    pub fn exchange(&self) -> Exchange {
+        Exchange(self.0.clone())
+    }
+
+    /// Number of sockets that completed their handshake.
+    pub fn client_count(&self) -> usize {
+        self.0
+            .sockets
+            .lock()
+            .values()
+            .filter(|s| s.state() == crate::SocketState::Open)
+            .count()
+    }
+
+    /// Every open socket.
+    pub fn sockets(&self) -> Vec<Socket> {
+        self.0.sockets.lock().values().cloned().collect()
+    }
+
+    /// The socket with this id, if connected.
+    pub fn socket(&self, id: &str) -> Option<Socket> {
+        self.0
+            .sockets
+            .lock()
+            .values()
+            .find(|s| s.id() == id)
+            .cloned()
+    }
+
+    /// Number of local subscribers of a channel.
+    pub fn subscriber_count(&self, channel: &str) -> usize {
+        self.0.registry.subscriber_count(channel)
+    }
+
+    /// Number of channels with local subscribers.
+    pub fn channel_count(&self) -> usize {
+        self.0.registry.channel_count()
+    }
+
+    /// Serves the endpoint on `listener` until `shutdown` completes, then
+    /// closes every socket (1001) and returns. The app's own routes can be
+    /// added by using [`Server::router`] with `axum::serve` instead.
+    pub async fn serve(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let app = self
+            .router::<()>()
+            .into_make_service_with_connect_info::<SocketAddr>();
+        let token = self.0.shutdown.clone();
+        let this = self.clone();
+        let signal = async move {
+            tokio::select! {
+                _ = shutdown => {},
+                _ = token.cancelled() => {},
+            }
+            this.close_sockets(Duration::from_secs(5)).await;
+        };
+        axum::serve(listener, app)
+            .with_graceful_shutdown(signal)
+            .await?;
+        self.0.registry.broker().shutdown().await;
+        Ok(())
+    }
+
+    /// Stops the server: refuses new sockets, closes every open socket with
+    /// 1001 and waits for their tasks, at most `grace`.
+    pub async fn shutdown(&self, grace: Duration) {
+        self.close_sockets(grace).await;
+        self.0.registry.broker().shutdown().await;
+    }
+
+    async fn close_sockets(&self, grace: Duration) {
+        self.0.shutdown.cancel();
+        self.0.tasks.close();
+        if tokio::time::timeout(grace, self.0.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.0.tasks.len(),
+                "shutdown grace period elapsed with sockets still open"
+            );
+        }
+    }
+}
+
+/// Publishes to channels from server code. Publications go through the
+/// broker like client publications, so they reach every node.
+#[derive(Clone)]
+pub struct Exchange(pub(crate) Arc<ServerInner>);
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Exchange")
+    }
+}
+
+/// Why [`Exchange::publish`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The data is not encodable as JSON.
+    #[error("cannot encode publication data: {0}")]
+    Encode(#[from] serde_json::Error),
+    /// The broker refused the publication.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+}
+
+impl Exchange {
+    /// Publishes `data` on `channel`.
+    pub async fn publish<T: Serialize + ?Sized>(
+        &self,
+        channel: &str,
+        data: &T,
+    ) -> Result<(), PublishError> {
+        let raw = serde_json::value::to_raw_value(data)?;
+        self.publish_raw(channel, Some(raw)).await
+    }
+
+    /// Publishes already-encoded JSON on `channel`.
+    pub async fn publish_raw(
+        &self,
+        channel: &str,
+        data: Option<Box<serde_json::value::RawValue>>,
+    ) -> Result<(), PublishError> {
+        let publication = Arc::new(Publication::new(channel, data));
+        metrics::counter!("herald_publications_total").increment(1);
+        self.0.registry.broker().publish(publication).await?;
+        Ok(())
+    }
+}
+
+impl ServerInner {
+    pub(crate) fn register(&self, socket: Socket) {
+        self.sockets.lock().insert(socket.0.key, socket);
+        metrics::gauge!("herald_sockets").increment(1.0);
+    }
+
+    pub(crate) fn unregister(&self, socket: &SocketShared) {
+        self.sockets.lock().remove(&socket.key);
+        metrics::gauge!("herald_sockets").decrement(1.0);
+    }
+
+    pub(crate) fn next_key(&self) -> u64 {
+        self.next_key.fetch_add(1, Ordering::Relaxed)
+    }
+}

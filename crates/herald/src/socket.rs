@@ -1,0 +1,400 @@
+//! One connected client, as server code sees it.
+//!
+//! A [`Socket`] is a cheap handle (an `Arc`) on the state that the socket's
+//! connection task and the rest of the server share: its id, its auth token,
+//! its channels, its bounded outbound queue and its pending server-side
+//! invokes. Handlers and middleware receive it; they can keep it, transmit to
+//! it, invoke it, change its token, kick it out of a channel or disconnect it.
+//! Every method is safe to call after the socket closed (it then fails or does
+//! nothing).
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_protocol::error::{ErrorPayload, names};
+use herald_protocol::{Cid, outbound};
+use parking_lot::Mutex;
+use serde::Serialize;
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+use crate::auth::{AuthError, Claims, expiry_of};
+use crate::broker::Publication;
+use crate::server::ServerInner;
+
+/// A frame waiting in a socket's outbound queue.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// A ready frame (reply, event, invoke).
+    Frame(Bytes),
+    /// A publication for a channel the socket is subscribed to; its frame is
+    /// shared with every other subscriber.
+    Publication(Arc<Publication>),
+}
+
+/// Why a [`Socket::transmit`] or [`Socket::invoke`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The socket is closed (or closing).
+    #[error("socket is closed")]
+    Closed,
+    /// The data could not be encoded as JSON.
+    #[error(transparent)]
+    Encode(#[from] outbound::EncodeError),
+    /// No reply arrived within the ack timeout.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The client replied with an error.
+    #[error("client replied with an error: {0}")]
+    Remote(ErrorPayload),
+}
+
+impl SendError {
+    /// The error as a wire payload (to pass a client's error on to another
+    /// client, for instance).
+    pub fn to_payload(&self) -> ErrorPayload {
+        match self {
+            SendError::Remote(p) => p.clone(),
+            SendError::Timeout(_) => ErrorPayload::new(names::TIMEOUT, self.to_string()),
+            SendError::Closed => ErrorPayload::new(names::BAD_CONNECTION, self.to_string()),
+            SendError::Encode(_) => ErrorPayload::new(names::INVALID_ARGUMENTS, self.to_string()),
+        }
+    }
+}
+
+/// Lifecycle of a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SocketState {
+    /// Connected, waiting for `#handshake`.
+    Connecting = 0,
+    /// Handshake done.
+    Open = 1,
+    /// Closed or closing.
+    Closed = 2,
+}
+
+/// The token a socket is authenticated with.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthState {
+    pub(crate) claims: Arc<Claims>,
+    pub(crate) signed: Arc<str>,
+    /// `exp` in Unix seconds.
+    pub(crate) expiry: Option<u64>,
+}
+
+/// HTTP details of the upgrade request that opened a socket.
+#[derive(Debug, Clone)]
+pub struct RequestInfo {
+    /// Request URI (path and query).
+    pub uri: http::Uri,
+    /// Request headers.
+    pub headers: http::HeaderMap,
+    /// Peer address, when the server knows it.
+    pub remote_addr: Option<SocketAddr>,
+}
+
+pub(crate) struct SocketShared {
+    /// Process-unique number, used as a map key.
+    pub(crate) key: u64,
+    pub(crate) id: Arc<str>,
+    pub(crate) request: Arc<RequestInfo>,
+    pub(crate) tx: mpsc::Sender<Outbound>,
+    state: AtomicU8,
+    /// Set when the socket must close; the connection task reads it after
+    /// being woken through `kill`.
+    close_code: AtomicU16,
+    close_reason: Mutex<Option<String>>,
+    pub(crate) kill: Notify,
+    pub(crate) auth: Mutex<Option<AuthState>>,
+    /// Wakes the connection task when the token changes (expiry timer).
+    pub(crate) auth_changed: Notify,
+    pub(crate) channels: Mutex<HashSet<Arc<str>>>,
+    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, ErrorPayload>>>>,
+    next_cid: AtomicU64,
+    pub(crate) server: Arc<ServerInner>,
+}
+
+impl SocketShared {
+    pub(crate) fn new(
+        key: u64,
+        id: Arc<str>,
+        request: Arc<RequestInfo>,
+        tx: mpsc::Sender<Outbound>,
+        server: Arc<ServerInner>,
+    ) -> Self {
+        Self {
+            key,
+            id,
+            request,
+            tx,
+            state: AtomicU8::new(SocketState::Connecting as u8),
+            close_code: AtomicU16::new(0),
+            close_reason: Mutex::new(None),
+            kill: Notify::new(),
+            auth: Mutex::new(None),
+            auth_changed: Notify::new(),
+            channels: Mutex::new(HashSet::new()),
+            pending: Mutex::new(HashMap::new()),
+            next_cid: AtomicU64::new(1),
+            server,
+        }
+    }
+
+    pub(crate) fn state(&self) -> SocketState {
+        match self.state.load(Ordering::Acquire) {
+            0 => SocketState::Connecting,
+            1 => SocketState::Open,
+            _ => SocketState::Closed,
+        }
+    }
+
+    pub(crate) fn set_state(&self, s: SocketState) {
+        self.state.store(s as u8, Ordering::Release);
+    }
+
+    /// Queues a frame. A full queue makes the socket a slow consumer: it is
+    /// closed rather than let the queue (or the publisher) wait.
+    pub(crate) fn enqueue(&self, item: Outbound) -> bool {
+        match self.tx.try_send(item) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("herald_slow_consumer_closes_total").increment(1);
+                self.request_close(herald_protocol::close::SLOW_CONSUMER, None);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Asks the connection task to close the socket with `code`. The first
+    /// request wins.
+    pub(crate) fn request_close(&self, code: u16, reason: Option<String>) {
+        if self
+            .close_code
+            .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            *self.close_reason.lock() = reason;
+            self.kill.notify_one();
+        }
+    }
+
+    /// The close requested through [`Self::request_close`], if any.
+    pub(crate) fn requested_close(&self) -> Option<(u16, Option<String>)> {
+        match self.close_code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some((code, self.close_reason.lock().take())),
+        }
+    }
+
+    pub(crate) fn resolve_invoke(&self, rid: u64, result: Result<Value, ErrorPayload>) {
+        if let Some(tx) = self.pending.lock().remove(&rid) {
+            let _ = tx.send(result);
+        }
+    }
+
+    /// Fails every pending server-side invoke (the socket closed).
+    pub(crate) fn abort_invokes(&self) {
+        self.pending.lock().clear();
+    }
+
+    pub(crate) fn set_auth(&self, auth: Option<AuthState>) {
+        *self.auth.lock() = auth;
+        self.auth_changed.notify_one();
+    }
+}
+
+/// A handle on one connected socket. Cloning is cheap.
+#[derive(Clone)]
+pub struct Socket(pub(crate) Arc<SocketShared>);
+
+impl std::fmt::Debug for Socket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.0.id)
+            .field("state", &self.state())
+            .finish()
+    }
+}
+
+impl Socket {
+    /// The socket id, also sent to the client in the handshake.
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    /// The peer address, when known.
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.0.request.remote_addr
+    }
+
+    /// The HTTP upgrade request that opened the socket.
+    pub fn request(&self) -> &RequestInfo {
+        &self.0.request
+    }
+
+    /// The socket's lifecycle state.
+    pub fn state(&self) -> SocketState {
+        self.0.state()
+    }
+
+    /// The claims of the socket's auth token, when authenticated.
+    pub fn auth_claims(&self) -> Option<Arc<Claims>> {
+        self.0.auth.lock().as_ref().map(|a| a.claims.clone())
+    }
+
+    /// The signed auth token, when authenticated.
+    pub fn signed_auth_token(&self) -> Option<Arc<str>> {
+        self.0.auth.lock().as_ref().map(|a| a.signed.clone())
+    }
+
+    /// Whether the socket holds a valid token.
+    pub fn is_authenticated(&self) -> bool {
+        self.0.auth.lock().is_some()
+    }
+
+    /// The channels the socket is subscribed to.
+    pub fn subscriptions(&self) -> Vec<String> {
+        self.0
+            .channels
+            .lock()
+            .iter()
+            .map(|c| c.to_string())
+            .collect()
+    }
+
+    /// Whether the socket is subscribed to `channel`.
+    pub fn is_subscribed(&self, channel: &str) -> bool {
+        self.0.channels.lock().contains(channel)
+    }
+
+    fn check_open(&self) -> Result<(), SendError> {
+        match self.state() {
+            SocketState::Closed => Err(SendError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    fn send_frame(&self, frame: Bytes) -> Result<(), SendError> {
+        self.check_open()?;
+        if self.0.enqueue(Outbound::Frame(frame)) {
+            Ok(())
+        } else {
+            Err(SendError::Closed)
+        }
+    }
+
+    /// Sends an event to the client (no reply expected). The official client
+    /// receives it on `socket.receiver(event)`.
+    pub fn transmit<T: Serialize + ?Sized>(&self, event: &str, data: &T) -> Result<(), SendError> {
+        let frame = outbound::event(event, Some(data))?;
+        self.send_frame(frame)
+    }
+
+    /// Sends an already-encoded JSON value as an event.
+    pub fn transmit_raw(&self, event: &str, data: Option<&RawValue>) -> Result<(), SendError> {
+        self.send_frame(outbound::event_raw(event, data))
+    }
+
+    /// Calls a procedure on the client and waits for its reply, at most the
+    /// server's ack timeout.
+    pub async fn invoke<T: Serialize + ?Sized>(
+        &self,
+        procedure: &str,
+        data: &T,
+    ) -> Result<Value, SendError> {
+        let timeout = self.0.server.config.ack_timeout;
+        self.invoke_with_timeout(procedure, data, timeout).await
+    }
+
+    /// [`Socket::invoke`] with an explicit ack timeout.
+    pub async fn invoke_with_timeout<T: Serialize + ?Sized>(
+        &self,
+        procedure: &str,
+        data: &T,
+        timeout: Duration,
+    ) -> Result<Value, SendError> {
+        self.check_open()?;
+        let cid = self.0.next_cid.fetch_add(1, Ordering::Relaxed);
+        let frame = outbound::request(procedure, Some(data), Some(&Cid::from(cid)))?;
+        let (tx, rx) = oneshot::channel();
+        self.0.pending.lock().insert(cid, tx);
+        if let Err(e) = self.send_frame(frame) {
+            self.0.pending.lock().remove(&cid);
+            return Err(e);
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(SendError::Remote(e)),
+            Ok(Err(_)) => Err(SendError::Closed),
+            Err(_) => {
+                self.0.pending.lock().remove(&cid);
+                Err(SendError::Timeout(timeout))
+            }
+        }
+    }
+
+    /// Signs `claims` into a token, makes it the socket's token and sends it
+    /// to the client (`#setAuthToken`). Without an `exp` claim the token
+    /// expires after the server's default expiry. Returns the signed token.
+    pub fn set_auth_token(&self, claims: Value) -> Result<String, AuthError> {
+        let expiry = self.0.server.config.auth_default_expiry;
+        self.set_auth_token_with_expiry(claims, expiry)
+    }
+
+    /// [`Socket::set_auth_token`] with an explicit lifetime (used when the
+    /// claims carry no `exp`). Renewing a token this way before it expires
+    /// keeps the socket authenticated.
+    pub fn set_auth_token_with_expiry(
+        &self,
+        claims: Value,
+        expiry: Duration,
+    ) -> Result<String, AuthError> {
+        let Value::Object(claims) = claims else {
+            return Err(AuthError::ClaimsNotAnObject);
+        };
+        let (signed, claims) = self.0.server.auth.sign_claims(claims, expiry)?;
+        let expiry = expiry_of(&claims);
+        self.0.set_auth(Some(AuthState {
+            claims: Arc::new(claims),
+            signed: Arc::from(signed.as_str()),
+            expiry,
+        }));
+        let _ = self.send_frame(outbound::set_auth_token(&signed));
+        Ok(signed)
+    }
+
+    /// Deauthenticates the socket and tells the client to drop its token
+    /// (`#removeAuthToken`).
+    pub fn remove_auth_token(&self) {
+        self.0.set_auth(None);
+        let _ = self.send_frame(outbound::remove_auth_token());
+    }
+
+    /// Removes the socket from `channel` and tells the client
+    /// (`#kickOut {channel, message}`).
+    pub async fn kick_out<T: Serialize + ?Sized>(&self, channel: &str, message: &T) {
+        if !self.is_subscribed(channel) {
+            return;
+        }
+        let message = serde_json::value::to_raw_value(message).ok();
+        let _ = self.send_frame(outbound::kick_out(channel, message.as_deref()));
+        self.0.server.registry.unsubscribe(&self.0, channel).await;
+    }
+
+    /// The server's exchange, to publish from a handler.
+    pub fn exchange(&self) -> crate::Exchange {
+        crate::Exchange(self.0.server.clone())
+    }
+
+    /// Closes the socket with a WebSocket close code and reason.
+    pub fn disconnect(&self, code: u16, reason: impl Into<String>) {
+        self.0.request_close(code, Some(reason.into()));
+    }
+}

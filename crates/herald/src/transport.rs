@@ -1,0 +1,140 @@
+//! The WebSocket transport: the HTTP upgrade and the WebSocket codec.
+//!
+//! The upgrade is served by axum/hyper, so Herald mounts as one route of an
+//! application's router; the upgraded connection is then framed by
+//! `tokio-websockets`, chosen over tungstenite for its small per-connection
+//! footprint (no fixed 128 KiB read buffer) and vectored batched writes (see
+//! docs/architecture.md for the measurements). The handshake response is
+//! built here (RFC 6455 §4.2.2) because tokio-websockets' own `accept` wants
+//! the raw stream, not a request hyper already parsed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use hyper_util::rt::TokioIo;
+use sha1::{Digest, Sha1};
+use tokio_websockets::{Config as WsConfig, Limits};
+
+use crate::server::Server;
+use crate::socket::RequestInfo;
+
+const WEBSOCKET_GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+
+pub(crate) fn router<S: Clone + Send + Sync + 'static>(server: Server) -> axum::Router<S> {
+    let path = server.0.config.path.clone();
+    let mut router = axum::Router::new().route(&path, get(upgrade));
+    // Accept the path with and without its trailing slash.
+    let alt = match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => Some(p.to_owned()),
+        Some(_) => None,
+        None => Some(format!("{path}/")),
+    };
+    if let Some(alt) = alt {
+        router = router.route(&alt, get(upgrade));
+    }
+    router.with_state(server)
+}
+
+fn header_has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        v.to_str()
+            .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+            .unwrap_or(false)
+    })
+}
+
+fn accept_key(key: &[u8]) -> String {
+    let mut sha = Sha1::new();
+    sha.update(key);
+    sha.update(WEBSOCKET_GUID.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(sha.finalize())
+}
+
+fn plain(status: StatusCode, msg: &str) -> Response {
+    (status, msg.to_owned()).into_response()
+}
+
+async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
+    let inner = &server.0;
+    if inner.shutdown.is_cancelled() {
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+    }
+    let headers = req.headers();
+    if !header_has_token(headers, header::UPGRADE, "websocket")
+        || !header_has_token(headers, header::CONNECTION, "upgrade")
+    {
+        return plain(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade");
+    }
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut r = plain(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
+        r.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
+        return r;
+    }
+    let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
+        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+    };
+    let accept = accept_key(key.as_bytes());
+    let remote_addr = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let info = RequestInfo {
+        uri: req.uri().clone(),
+        headers: req.headers().clone(),
+        remote_addr,
+    };
+    for m in &inner.middleware {
+        if let Err(rejection) = m.upgrade(&info).await {
+            metrics::counter!("herald_upgrades_rejected_total").increment(1);
+            return plain(rejection.status, &rejection.message);
+        }
+    }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let info = Arc::new(info);
+    let task_server = server.clone();
+    inner.tasks.spawn(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "WebSocket upgrade failed");
+                return;
+            }
+        };
+        let config = &task_server.0.config;
+        let ws = tokio_websockets::ServerBuilder::new()
+            .config(WsConfig::default().flush_threshold(16 * 1024))
+            .limits(Limits::default().max_payload_len(Some(config.max_payload)))
+            .serve(TokioIo::new(upgraded));
+        crate::connection::run(ws, info, task_server.0.clone()).await;
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "upgrade failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn accept_key_matches_rfc6455_example() {
+        assert_eq!(
+            super::accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhXmOo="
+        );
+    }
+}
