@@ -192,12 +192,24 @@ mod tests {
         for i in 0..5 {
             assert!(tx.push(i));
         }
-        assert!(matches!(next(&mut rx), Poll::Ready(Some(Delivery::Lagged(3)))));
-        assert!(matches!(next(&mut rx), Poll::Ready(Some(Delivery::Item(3)))));
-        assert!(matches!(next(&mut rx), Poll::Ready(Some(Delivery::Item(4)))));
+        assert!(matches!(
+            next(&mut rx),
+            Poll::Ready(Some(Delivery::Lagged(3)))
+        ));
+        assert!(matches!(
+            next(&mut rx),
+            Poll::Ready(Some(Delivery::Item(3)))
+        ));
+        assert!(matches!(
+            next(&mut rx),
+            Poll::Ready(Some(Delivery::Item(4)))
+        ));
         assert!(next(&mut rx).is_pending());
         tx.push_last(9);
-        assert!(matches!(next(&mut rx), Poll::Ready(Some(Delivery::Item(9)))));
+        assert!(matches!(
+            next(&mut rx),
+            Poll::Ready(Some(Delivery::Item(9)))
+        ));
         assert!(matches!(next(&mut rx), Poll::Ready(None)));
         assert!(rx.is_terminated());
     }
@@ -216,7 +228,10 @@ mod tests {
         let (tx, mut rx) = queue(4);
         tx.push(1);
         drop(tx);
-        assert!(matches!(next(&mut rx), Poll::Ready(Some(Delivery::Item(1)))));
+        assert!(matches!(
+            next(&mut rx),
+            Poll::Ready(Some(Delivery::Item(1)))
+        ));
         assert!(matches!(next(&mut rx), Poll::Ready(None)));
     }
 }

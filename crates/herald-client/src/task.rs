@@ -96,7 +96,9 @@ pub(crate) enum Frame {
 pub(crate) enum ReplyKind {
     Plain,
     /// `#authenticate`: on success the token is stored.
-    Authenticate { token: String },
+    Authenticate {
+        token: String,
+    },
 }
 
 /// A request to send, with or without a reply.
@@ -491,7 +493,9 @@ impl Task {
             early,
         } = opened;
         let ping_timeout = match self.config.ping_timeout {
-            PingTimeout::FromServer => Some(handshake.ping_timeout.unwrap_or(defaults::PING_TIMEOUT)),
+            PingTimeout::FromServer => {
+                Some(handshake.ping_timeout.unwrap_or(defaults::PING_TIMEOUT))
+            }
             PingTimeout::Fixed(d) => Some(d),
             PingTimeout::Disabled => None,
         };
@@ -1116,7 +1120,9 @@ impl Task {
                     let _ = done.send(Err(Error::Closed));
                 }
                 Command::Close { done } => self.close_done.push(done),
-                Command::Unsubscribe { .. } | Command::ListenerDropped { .. } | Command::Connect => {}
+                Command::Unsubscribe { .. }
+                | Command::ListenerDropped { .. }
+                | Command::Connect => {}
             }
         }
         for (_, p) in self.pending.drain() {

@@ -112,10 +112,8 @@ impl FileTokenStore {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| "token".to_owned());
         let unique: u64 = rand::random();
-        self.path.with_file_name(format!(
-            ".{name}.{}.{unique:016x}.tmp",
-            std::process::id()
-        ))
+        self.path
+            .with_file_name(format!(".{name}.{}.{unique:016x}.tmp", std::process::id()))
     }
 }
 

@@ -45,7 +45,8 @@ function buildCommand(opts) {
   const secret = opts.secret || DEFAULT_SECRET;
   const port = opts.port || 0;
   if (IS_REFERENCE) {
-    const env = {...process.env, PORT: String(port), AUTH_KEY: secret};
+    // EXIT_ON_STDIN_CLOSE: the server exits if this test process dies abruptly.
+    const env = {...process.env, PORT: String(port), AUTH_KEY: secret, EXIT_ON_STDIN_CLOSE: '1'};
     delete env.PING_INTERVAL;
     delete env.PING_TIMEOUT;
     delete env.MAX_PAYLOAD;
@@ -84,7 +85,7 @@ function buildCommand(opts) {
  */
 async function startServer(t, opts = {}) {
   const {file, args, env, portRegex} = buildCommand(opts);
-  const proc = spawn(file, args, {env, stdio: ['ignore', 'pipe', 'pipe']});
+  const proc = spawn(file, args, {env, stdio: [IS_REFERENCE ? 'pipe' : 'ignore', 'pipe', 'pipe']});
   let stdout = '';
   let stderr = '';
   const exited = new Promise((resolve) => {

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs Herald's whole test suite on a fresh machine, installing what it lacks:
+# Debian packages (Node.js), the pinned npm packages (npm ci), then formatting,
+# lints, the Rust suites (unit, integration, doc tests) and the compatibility
+# suite driven by the official socketcluster-client. Nothing is skipped: a
+# missing tool is installed or the run fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n==> %s\n' "$*"; }
+
+apt_missing=()
+command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
+if ((${#apt_missing[@]})); then
+  log "installing ${apt_missing[*]} (apt)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${apt_missing[@]}"
+fi
+if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+log "npm ci (tests/node)"
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "building binaries used by the suites"
+cargo build --workspace --bins --locked
+
+log "Rust tests (nextest)"
+cargo nextest run --workspace --locked --no-fail-fast
+
+log "doc tests"
+cargo test --workspace --doc --locked
+
+log "compatibility suite: official socketcluster-client against herald serve"
+(cd tests/node && npm test)
+
+log "all suites passed"
