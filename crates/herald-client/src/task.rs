@@ -501,6 +501,9 @@ impl Task {
         };
         let mut liveness = Liveness::new(ping_timeout, Instant::now());
         self.on_handshake(handshake, token);
+        if let Some(first) = self.first.take() {
+            let _ = first.send(Ok(()));
+        }
         for text in early {
             self.handle_text(&text);
         }

@@ -125,7 +125,7 @@ pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
         })
         .procedure("logout", |req| async move {
             req.socket.remove_auth_token();
-            Ok::<_, ErrorPayload>(Value::Null)
+            Ok::<(), ErrorPayload>(())
         })
         .procedure("whoami", |req| async move {
             Ok::<_, ErrorPayload>(match req.socket.auth_claims() {
@@ -138,12 +138,12 @@ pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
             req.socket
                 .kick_out(&kick.channel, &kick.message.unwrap_or(Value::Null))
                 .await;
-            Ok::<_, ErrorPayload>(Value::Null)
+            Ok::<(), ErrorPayload>(())
         })
         .procedure("serverTransmit", |req| async move {
             let t: Transmit = req.parse()?;
             req.socket.transmit(&t.event, &t.data).map_err(internal)?;
-            Ok::<_, ErrorPayload>(Value::Null)
+            Ok::<(), ErrorPayload>(())
         })
         .procedure("serverInvoke", |req| async move {
             let i: Invoke = req.parse()?;
@@ -160,7 +160,7 @@ pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
                     .publish(&p.channel, &p.data)
                     .await
                     .map_err(internal)?;
-                Ok::<_, ErrorPayload>(Value::Null)
+                Ok::<(), ErrorPayload>(())
             }
         })
         .procedure("disconnectMe", |req| async move {
@@ -171,7 +171,7 @@ pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
                 tokio::task::yield_now().await;
                 socket.disconnect(d.code, d.reason);
             });
-            Ok::<_, ErrorPayload>(Value::Null)
+            Ok::<(), ErrorPayload>(())
         })
         .receiver("tell", |msg| async move {
             let _ = msg.socket.transmit("told", &msg.data);

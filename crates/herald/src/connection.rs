@@ -378,6 +378,11 @@ impl Conn {
     fn on_malformed(&mut self, why: &str) -> Flow {
         metrics::counter!("herald_malformed_frames_total").increment(1);
         tracing::debug!(socket = %self.shared.id, why, "ignored a malformed frame");
+        if !self.handshaken {
+            // socketcluster-server's strict handshake: the first message must
+            // be a well-formed #handshake.
+            return before_handshake();
+        }
         if self.malformed.take() {
             Flow::Continue
         } else {
@@ -387,6 +392,10 @@ impl Conn {
 
     async fn on_text(&mut self, text: &str) -> Flow {
         metrics::counter!("herald_messages_received_total").increment(1);
+        if text.is_empty() && !self.handshaken {
+            // A pong before the handshake (the server has not pinged yet).
+            return before_handshake();
+        }
         let message = match inbound::parse(text) {
             Ok(m) => m,
             Err(e) => return self.on_malformed(&e.to_string()),
@@ -408,10 +417,7 @@ impl Conn {
             return self.on_handshake(cid, auth_token).await;
         }
         if !self.handshaken {
-            return Flow::Close(
-                close::MESSAGE_BEFORE_HANDSHAKE,
-                close::reason(close::MESSAGE_BEFORE_HANDSHAKE).into(),
-            );
+            return before_handshake();
         }
         match packet {
             Packet::Handshake { .. } => Flow::Continue,
@@ -709,7 +715,8 @@ impl Conn {
         };
         self.server.tasks.spawn(async move {
             let frame = match handler(request).await {
-                Ok(v) => outbound::reply(&cid, &v).unwrap_or_else(|e| {
+                Ok(None) => outbound::ack(&cid),
+                Ok(Some(v)) => outbound::reply(&cid, &v).unwrap_or_else(|e| {
                     outbound::reply_error(&cid, &ErrorPayload::new(names::INTERNAL, e.to_string()))
                 }),
                 Err(e) => outbound::reply_error(&cid, &e),
@@ -769,6 +776,14 @@ impl Conn {
             self.send(outbound::remove_auth_token());
         }
     }
+}
+
+/// The close for any message but `#handshake` before the handshake.
+fn before_handshake() -> Flow {
+    Flow::Close(
+        close::MESSAGE_BEFORE_HANDSHAKE,
+        close::reason(close::MESSAGE_BEFORE_HANDSHAKE).into(),
+    )
 }
 
 /// A JSON payload as a `Value` (`null` when absent or unreadable).

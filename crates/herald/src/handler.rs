@@ -1,7 +1,8 @@
 //! Procedures (invoke handlers) and receivers (transmit handlers).
 //!
 //! A procedure is an async function from a [`Request`] to
-//! `Result<impl Serialize, ErrorPayload>`: the value is the client's reply,
+//! `Result<impl Serialize, ErrorPayload>`: the value is the client's reply
+//! (a procedure returning `()` is acknowledged without data),
 //! the error reaches the client as a rejected call with its `name`. A
 //! receiver is an async function of a [`Message`]; transmits have no reply.
 //! Each call runs in its own task, so a slow procedure never delays the
@@ -54,8 +55,11 @@ pub struct Message {
     pub data: Value,
 }
 
+/// A procedure's reply data: `None` for a procedure returning `()`, which
+/// is answered `{"rid":N}` with no data (as socketcluster-server answers
+/// `request.end()`).
 pub(crate) type BoxProcedure =
-    Arc<dyn Fn(Request) -> BoxFuture<'static, Result<Value, ErrorPayload>> + Send + Sync>;
+    Arc<dyn Fn(Request) -> BoxFuture<'static, Result<Option<Value>, ErrorPayload>> + Send + Sync>;
 pub(crate) type BoxReceiver = Arc<dyn Fn(Message) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// Wraps a typed procedure into the boxed form the server stores.
@@ -63,14 +67,16 @@ pub(crate) fn box_procedure<F, Fut, T>(f: F) -> BoxProcedure
 where
     F: Fn(Request) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<T, ErrorPayload>> + Send + 'static,
-    T: Serialize,
+    T: Serialize + 'static,
 {
+    let unit = std::any::TypeId::of::<T>() == std::any::TypeId::of::<()>();
     Arc::new(move |req: Request| {
         let name = req.procedure.clone();
         let fut = f(req);
         async move {
             match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
-                Ok(Ok(v)) => serde_json::to_value(v).map_err(|e| {
+                Ok(Ok(_)) if unit => Ok(None),
+                Ok(Ok(v)) => serde_json::to_value(v).map(Some).map_err(|e| {
                     tracing::error!(procedure = %name, error = %e, "procedure result is not JSON");
                     ErrorPayload::new(names::INTERNAL, "Procedure returned an unencodable result")
                 }),

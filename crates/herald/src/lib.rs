@@ -60,7 +60,7 @@ pub mod socket;
 mod transport;
 
 pub use auth::{AuthEngine, AuthError, Claims};
-pub use broker::{Broker, BrokerError, BrokerSink, MemoryBroker, Publication};
+pub use broker::{Broker, BrokerError, BrokerSink, BrokerStatus, MemoryBroker, Publication};
 pub use config::Config;
 pub use handler::{Message, Request};
 pub use herald_protocol as protocol;

@@ -153,7 +153,7 @@ impl ServerBuilder {
     where
         F: Fn(Request) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<T, ErrorPayload>> + Send + 'static,
-        T: Serialize,
+        T: Serialize + 'static,
     {
         self.procedures
             .insert(name.into(), handler::box_procedure(f));

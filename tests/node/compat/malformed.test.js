@@ -55,12 +55,9 @@ test('a protocol packet before the handshake closes the socket with 4009', {time
 // itself, _processInboundPacket sees no string `event` and closes with 4009
 // (serversocket.js, "if (this.server.strictHandshake && this.state ===
 // this.CONNECTING)"); an early '' pong goes the same way in
-// _handleInboundMessageStream. Herald currently ignores such frames and lets a
-// later #handshake succeed - a known divergence, reported as TODO rather than
-// failure until the lead decides which behaviour Herald keeps.
+// _handleInboundMessageStream. Herald does the same.
 test('undecodable text or an early pong before the handshake closes the socket with 4009', {
   timeout: 15000,
-  todo: IS_HERALD && 'known divergence: Herald ignores non-JSON frames and "" before #handshake',
 }, async (t) => {
   for (const frame of ['not json{', '']) {
     const raw = await RawSocket.open(t, server.url);

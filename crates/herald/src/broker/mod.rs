@@ -126,6 +126,23 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes to every node subscribed to the channel, this one included.
     async fn publish(&self, publication: Arc<Publication>) -> Result<(), BrokerError>;
 
+    /// Whether the broker is reachable now. A broker that lost its engine
+    /// keeps serving local channels where it can, reconnects by itself and
+    /// resubscribes every channel it was asked for; meanwhile it reports
+    /// [`BrokerStatus::Down`] (for logs, metrics and readiness).
+    fn status(&self) -> BrokerStatus {
+        BrokerStatus::Up
+    }
+
     /// Stops the broker (closes connections). Default: nothing to do.
     async fn shutdown(&self) {}
+}
+
+/// Reachability of a broker's engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerStatus {
+    /// Connected; publications flow.
+    Up,
+    /// Disconnected; reconnecting.
+    Down,
 }
