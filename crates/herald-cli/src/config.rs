@@ -47,6 +47,10 @@ pub struct FileConfig {
     /// Default lifetime of signed tokens.
     #[serde(default, with = "humantime_serde")]
     pub auth_default_expiry: Option<Duration>,
+    /// Broker URL (see `--broker`).
+    pub broker: Option<String>,
+    /// Node id.
+    pub node_id: Option<String>,
 }
 
 impl FileConfig {

@@ -8,6 +8,7 @@
 
 #![warn(missing_docs)]
 
+pub mod brokers;
 pub mod config;
 
 use std::net::SocketAddr;
@@ -62,6 +63,14 @@ pub struct ServeArgs {
     /// Largest accepted message in bytes; larger closes with 1009.
     #[arg(long, value_name = "BYTES")]
     pub max_payload: Option<usize>,
+    /// Broker carrying publications between nodes: `memory` (default),
+    /// `redis://HOST:PORT[,redis://...]`, `redis+cluster://HOST:PORT[,HOST:PORT...]`,
+    /// `nats://HOST:PORT`.
+    #[arg(long, env = "HERALD_BROKER", value_name = "URL")]
+    pub broker: Option<String>,
+    /// This node's id in a cluster (default: random, logged at start).
+    #[arg(long, env = "HERALD_NODE_ID")]
+    pub node_id: Option<String>,
 }
 
 /// The resolved settings of a `serve` run.
@@ -73,6 +82,10 @@ pub struct ServeSettings {
     pub config: herald::Config,
     /// HS256 secret, if any.
     pub auth_secret: Option<String>,
+    /// Broker URL.
+    pub broker: String,
+    /// Node id (random when not set).
+    pub node_id: Option<String>,
 }
 
 /// Merges flags, config file and defaults.
@@ -109,10 +122,18 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
     if auth_secret.as_deref() == Some("") {
         anyhow::bail!("the auth secret must not be empty");
     }
+    let broker = args
+        .broker
+        .clone()
+        .or(file.broker.clone())
+        .unwrap_or_else(|| "memory".to_owned());
+    let node_id = args.node_id.clone().or(file.node_id.clone());
     Ok(ServeSettings {
         listen,
         config,
         auth_secret,
+        broker,
+        node_id,
     })
 }
 
@@ -158,6 +179,13 @@ pub async fn serve(
     let mut builder = ServerBuilder::new().config(settings.config.clone());
     if let Some(secret) = &settings.auth_secret {
         builder = builder.auth_secret(secret);
+    }
+    let broker = brokers::connect(&settings.broker)
+        .await
+        .with_context(|| format!("cannot start broker {}", settings.broker))?;
+    builder = builder.broker_arc(broker);
+    if let Some(id) = &settings.node_id {
+        builder = builder.node_id(id.clone());
     }
     let server = customize(builder).build();
     let listener = tokio::net::TcpListener::bind(settings.listen)

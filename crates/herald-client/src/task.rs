@@ -399,7 +399,18 @@ impl Task {
         };
         match cmd {
             Command::Request(r) => {
-                if !r.abandoned(Instant::now()) {
+                let now = Instant::now();
+                // Keep the queue to what callers still wait for: during a long
+                // outage it would otherwise grow with every fire-and-forget call.
+                while self.outbox.front().is_some_and(|q| q.abandoned(now)) {
+                    if let Some(Request {
+                        reply: Some(reply), ..
+                    }) = self.outbox.pop_front()
+                    {
+                        let _ = reply.send(Err(Error::Timeout));
+                    }
+                }
+                if !r.abandoned(now) {
                     self.outbox.push_back(r);
                 }
                 Offline::NeedsServer
@@ -1099,6 +1110,10 @@ impl Task {
         for name in idle {
             self.remove_channel(&name, true);
         }
+        self.shared.registry().receivers.retain(|_, list| {
+            list.retain(|r| !r.is_gone());
+            !list.is_empty()
+        });
     }
 
     /// The client is closed: fail and end everything.

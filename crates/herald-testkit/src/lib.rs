@@ -22,6 +22,8 @@
 //! | `private/*` | middleware | subscribing needs a token (`ForbiddenError`) |
 //! | `readonly/*` | middleware | clients may not publish (`ForbiddenError`) |
 
+pub mod broker_conformance;
+
 use std::time::Duration;
 
 use async_trait::async_trait;

@@ -34,6 +34,7 @@ type DisconnectHook = Arc<dyn Fn(Socket, u16, String) -> BoxFuture<'static, ()> 
 
 /// State shared by every connection of one server.
 pub(crate) struct ServerInner {
+    pub(crate) node_id: Arc<str>,
     pub(crate) config: Config,
     pub(crate) auth: AuthEngine,
     pub(crate) registry: Arc<Registry>,
@@ -66,6 +67,7 @@ pub(crate) struct ServerInner {
 /// ```
 #[must_use]
 pub struct ServerBuilder {
+    node_id: Option<String>,
     config: Config,
     auth: Option<AuthEngine>,
     broker: Option<Arc<dyn Broker>>,
@@ -88,6 +90,7 @@ impl ServerBuilder {
     /// and the in-process broker.
     pub fn new() -> Self {
         Self {
+            node_id: None,
             config: Config::default(),
             auth: None,
             broker: None,
@@ -98,6 +101,12 @@ impl ServerBuilder {
             on_connection: Vec::new(),
             on_disconnection: Vec::new(),
         }
+    }
+
+    /// This node's id in a cluster (default: 8 random hex digits).
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.node_id = Some(id.into());
+        self
     }
 
     /// Replaces all settings.
@@ -145,6 +154,12 @@ impl ServerBuilder {
     /// The broker carrying publications between nodes (default: in-process).
     pub fn broker(mut self, broker: impl Broker) -> Self {
         self.broker = Some(Arc::new(broker));
+        self
+    }
+
+    /// [`ServerBuilder::broker`] for a broker chosen at run time.
+    pub fn broker_arc(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = Some(broker);
         self
     }
 
@@ -215,7 +230,12 @@ impl ServerBuilder {
             AuthEngine::random()
         });
         let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
+        let node_id = self
+            .node_id
+            .unwrap_or_else(|| format!("{:08x}", rand::random::<u32>()));
+        tracing::info!(node_id = %node_id, broker = broker.name(), "herald node");
         Server(Arc::new(ServerInner {
+            node_id: Arc::from(node_id),
             config: self.config,
             auth,
             registry: Registry::new(broker),
@@ -250,6 +270,11 @@ impl Server {
     /// A [`ServerBuilder`].
     pub fn builder() -> ServerBuilder {
         ServerBuilder::new()
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.0.node_id
     }
 
     /// The settings in force.

@@ -1,0 +1,245 @@
+//! CPU time and memory of a process, read from `/proc/PID/stat` (user +
+//! system clock ticks) and `/proc/PID/status` (`VmRSS`, `VmHWM`).
+//!
+//! A [`Sampler`] reads them periodically on a plain thread of its own, so
+//! that sampling goes on even when the bench's async runtime is saturated.
+//! [`Usage::between`] turns two boundary samples and the periodic ones in
+//! between into average and peak CPU and peak memory.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::stats::cpu_percent;
+
+/// One reading of a process's counters.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcSample {
+    /// When it was read.
+    pub at: Instant,
+    /// User + system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    /// Resident set size (`VmRSS`), KiB.
+    pub rss_kib: u64,
+    /// Peak resident set size so far (`VmHWM`), KiB.
+    pub hwm_kib: u64,
+}
+
+/// Clock ticks per second (`sysconf(_SC_CLK_TCK)`, 100 on Linux).
+pub fn clk_tck() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if v > 0 { v as u64 } else { 100 }
+}
+
+/// utime + stime from the text of `/proc/PID/stat`. The command name (field
+/// 2) is in parentheses and may hold spaces, so fields are counted from the
+/// last `)`.
+pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_ascii_whitespace();
+    // After the name: state(3) ppid pgrp session tty_nr tpgid flags minflt
+    // cminflt majflt cmajflt utime(14) stime(15).
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// A `Key:   123 kB` line of `/proc/PID/status`, in KiB.
+pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|line| {
+        let rest = line.strip_prefix(key)?.strip_prefix(':')?;
+        rest.split_ascii_whitespace().next()?.parse().ok()
+    })
+}
+
+/// Reads a process's counters now.
+pub fn sample(pid: u32) -> io::Result<ProcSample> {
+    let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what} of {pid}"));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(ProcSample {
+        at: Instant::now(),
+        cpu_ticks: parse_stat_ticks(&stat).ok_or_else(|| bad("cpu ticks"))?,
+        rss_kib: parse_status_kib(&status, "VmRSS").ok_or_else(|| bad("VmRSS"))?,
+        hwm_kib: parse_status_kib(&status, "VmHWM").unwrap_or(0),
+    })
+}
+
+/// CPU and memory of a process over a time window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct Usage {
+    /// Average CPU, percent of one core (200 = two cores).
+    pub cpu_avg_pct: f64,
+    /// Highest CPU over one sampling interval, percent of one core.
+    pub cpu_peak_pct: f64,
+    /// CPU seconds consumed in the window.
+    pub cpu_secs: f64,
+    /// Highest resident set size seen in the window, MiB.
+    pub rss_peak_mib: f64,
+    /// Resident set size at the end of the window, MiB.
+    pub rss_end_mib: f64,
+}
+
+impl Usage {
+    /// Usage between two boundary samples `a` and `b`, with the periodic
+    /// `samples` taken meanwhile for the peaks. `clk` is [`clk_tck`].
+    pub fn between(a: &ProcSample, b: &ProcSample, samples: &[ProcSample], clk: u64) -> Usage {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        let mut points: Vec<ProcSample> = std::iter::once(*a)
+            .chain(
+                samples
+                    .iter()
+                    .copied()
+                    .filter(|s| s.at > a.at && s.at < b.at),
+            )
+            .chain(std::iter::once(*b))
+            .collect();
+        points.sort_by_key(|s| s.at);
+        let ticks = b.cpu_ticks.saturating_sub(a.cpu_ticks);
+        let wall = b.at.saturating_duration_since(a.at);
+        let cpu_peak_pct = points
+            .windows(2)
+            .map(|w| {
+                cpu_percent(
+                    w[1].cpu_ticks.saturating_sub(w[0].cpu_ticks),
+                    clk,
+                    w[1].at.saturating_duration_since(w[0].at),
+                )
+            })
+            .fold(0.0, f64::max);
+        Usage {
+            cpu_avg_pct: cpu_percent(ticks, clk, wall),
+            cpu_peak_pct,
+            cpu_secs: ticks as f64 / clk.max(1) as f64,
+            rss_peak_mib: mib(points.iter().map(|s| s.rss_kib).max().unwrap_or(0)),
+            rss_end_mib: mib(b.rss_kib),
+        }
+    }
+}
+
+/// Samples one process every `every` on a thread of its own.
+pub struct Sampler {
+    pid: u32,
+    samples: Arc<Mutex<Vec<ProcSample>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sampler {
+    /// Starts sampling `pid`. Sampling stops by itself if the process exits.
+    pub fn start(pid: u32, every: Duration) -> Self {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let samples = samples.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name(format!("sample-{pid}"))
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        match sample(pid) {
+                            Ok(s) => samples.lock().push(s),
+                            Err(_) => break,
+                        }
+                        std::thread::sleep(every);
+                    }
+                })
+                .ok()
+        };
+        Self {
+            pid,
+            samples,
+            stop,
+            thread,
+        }
+    }
+
+    /// The sampled process.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Reads the process now (a boundary sample), falling back to the latest
+    /// periodic sample if it is gone.
+    pub fn now(&self) -> Option<ProcSample> {
+        sample(self.pid)
+            .ok()
+            .or_else(|| self.samples.lock().last().copied())
+    }
+
+    /// The most recent periodic sample.
+    pub fn latest(&self) -> Option<ProcSample> {
+        self.samples.lock().last().copied()
+    }
+
+    /// Usage between two boundary samples.
+    pub fn usage(&self, a: &ProcSample, b: &ProcSample) -> Usage {
+        Usage::between(a, b, &self.samples.lock(), clk_tck())
+    }
+
+    /// Highest `VmHWM` seen (the process's lifetime peak RSS), MiB.
+    pub fn hwm_mib(&self) -> f64 {
+        let own = sample(self.pid).map(|s| s.hwm_kib).unwrap_or(0);
+        let seen = self.samples.lock().iter().map(|s| s.hwm_kib).max();
+        own.max(seen.unwrap_or(0)) as f64 / 1024.0
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_and_status_parsing() {
+        let stat = "4242 (my (odd) name) S 1 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 3 0 100 1000 200";
+        assert_eq!(parse_stat_ticks(stat), Some(300));
+        assert_eq!(parse_stat_ticks("garbage"), None);
+        let status = "Name:\therald\nVmHWM:\t  20480 kB\nVmRSS:\t   10240 kB\nThreads:\t3\n";
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(10240));
+        assert_eq!(parse_status_kib(status, "VmHWM"), Some(20480));
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let s = sample(std::process::id()).unwrap();
+        assert!(s.rss_kib > 0);
+        assert!(s.hwm_kib >= s.rss_kib);
+    }
+
+    #[test]
+    fn usage_between_samples() {
+        let t0 = Instant::now();
+        let at = |ms: u64, ticks: u64, rss: u64| ProcSample {
+            at: t0 + Duration::from_millis(ms),
+            cpu_ticks: ticks,
+            rss_kib: rss,
+            hwm_kib: rss,
+        };
+        let a = at(0, 100, 1024);
+        let b = at(1000, 200, 2048);
+        // A busy first half (2 cores), an idle second half; a memory peak.
+        let mid = [at(500, 200, 4096), at(2000, 999, 99999)];
+        let u = Usage::between(&a, &b, &mid, 100);
+        assert_eq!(u.cpu_avg_pct, 100.0);
+        assert_eq!(u.cpu_peak_pct, 200.0);
+        assert_eq!(u.cpu_secs, 1.0);
+        assert_eq!(u.rss_peak_mib, 4.0);
+        assert_eq!(u.rss_end_mib, 2.0);
+    }
+}
