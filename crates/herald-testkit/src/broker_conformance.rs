@@ -77,9 +77,10 @@ pub async fn cross_node_in_order(a: &mut Node, b: &mut Node, channel: &str) {
     }
     for node in [&mut *b, &mut *a] {
         for expected in 0..N {
-            let p = node.next(WAIT).await.unwrap_or_else(|| {
-                panic!("publication {expected} on {channel} not delivered")
-            });
+            let p = node
+                .next(WAIT)
+                .await
+                .unwrap_or_else(|| panic!("publication {expected} on {channel} not delivered"));
             assert_eq!(&*p.channel, channel);
             assert_eq!(seq_of(&p), expected, "out of order or duplicated");
             assert!(p.frame.starts_with(b"{\"event\":\"#publish\""));
@@ -93,16 +94,31 @@ pub async fn cross_node_in_order(a: &mut Node, b: &mut Node, channel: &str) {
 /// proves deliveries still flow.
 pub async fn unsubscribe_stops_delivery(a: &mut Node, b: &mut Node, channel: &str, sentinel: &str) {
     b.broker.subscribe(channel).await.expect("subscribe");
-    b.broker.subscribe(sentinel).await.expect("subscribe sentinel");
-    a.broker.publish(publication(channel, 1)).await.expect("publish");
+    b.broker
+        .subscribe(sentinel)
+        .await
+        .expect("subscribe sentinel");
+    a.broker
+        .publish(publication(channel, 1))
+        .await
+        .expect("publish");
     let p = b.next(WAIT).await.expect("first delivery");
     assert_eq!(&*p.channel, channel);
     b.broker.unsubscribe(channel).await.expect("unsubscribe");
-    a.broker.publish(publication(channel, 2)).await.expect("publish");
-    a.broker.publish(publication(sentinel, 3)).await.expect("publish sentinel");
+    a.broker
+        .publish(publication(channel, 2))
+        .await
+        .expect("publish");
+    a.broker
+        .publish(publication(sentinel, 3))
+        .await
+        .expect("publish sentinel");
     let p = b.next(WAIT).await.expect("sentinel delivery");
     assert_eq!(&*p.channel, sentinel, "delivered after unsubscribe");
-    b.broker.unsubscribe(sentinel).await.expect("unsubscribe sentinel");
+    b.broker
+        .unsubscribe(sentinel)
+        .await
+        .expect("unsubscribe sentinel");
 }
 
 /// Many channels at once, each in order, none lost.
@@ -114,7 +130,10 @@ pub async fn many_channels(a: &mut Node, b: &mut Node, prefix: &str, channels: u
     const PER: u64 = 20;
     for seq in 0..PER {
         for name in &names {
-            a.broker.publish(publication(name, seq)).await.expect("publish");
+            a.broker
+                .publish(publication(name, seq))
+                .await
+                .expect("publish");
         }
     }
     let mut next: HashMap<String, u64> = HashMap::new();

@@ -18,6 +18,10 @@
 //! | `serverInvoke` | procedure | `{procedure, data}`: invokes the caller, replies with its result |
 //! | `serverPublish` | procedure | `{channel, data}`: publishes through the exchange |
 //! | `disconnectMe` | procedure | `{code, reason}`: replies, then disconnects the caller |
+//! | `userTransmit` | procedure | `{user, event, data}`: transmits to every socket of the user, on every node (Herald only) |
+//! | `userDisconnect` | procedure | `{user, code, reason}`: disconnects the user everywhere (Herald only) |
+//! | `userKick` | procedure | `{user, channel, message}`: kicks the user out of a channel everywhere (Herald only) |
+//! | `nodes` | procedure | the cluster's nodes as this node sees them (Herald only) |
 //! | `tell` | receiver | transmits `told` back with the same data |
 //! | `private/*` | middleware | subscribing needs a token (`ForbiddenError`) |
 //! | `readonly/*` | middleware | clients may not publish (`ForbiddenError`) |
@@ -100,6 +104,27 @@ pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
         data: Value,
     }
     #[derive(Deserialize)]
+    struct UserTransmit {
+        user: String,
+        event: String,
+        #[serde(default)]
+        data: Value,
+    }
+    #[derive(Deserialize)]
+    struct UserDisconnect {
+        user: String,
+        code: u16,
+        #[serde(default)]
+        reason: String,
+    }
+    #[derive(Deserialize)]
+    struct UserKick {
+        user: String,
+        channel: String,
+        #[serde(default)]
+        message: Value,
+    }
+    #[derive(Deserialize)]
     struct Disconnect {
         code: u16,
         #[serde(default)]
@@ -174,6 +199,36 @@ pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
                 socket.disconnect(d.code, d.reason);
             });
             Ok::<(), ErrorPayload>(())
+        })
+        .procedure("userTransmit", |req| async move {
+            let u: UserTransmit = req.parse()?;
+            req.socket
+                .server()
+                .users()
+                .transmit(&u.user, &u.event, &u.data)
+                .await
+                .map_err(internal)
+        })
+        .procedure("userDisconnect", |req| async move {
+            let u: UserDisconnect = req.parse()?;
+            req.socket
+                .server()
+                .users()
+                .disconnect(&u.user, u.code, &u.reason)
+                .await
+                .map_err(internal)
+        })
+        .procedure("userKick", |req| async move {
+            let u: UserKick = req.parse()?;
+            req.socket
+                .server()
+                .users()
+                .kick_out(&u.user, &u.channel, &u.message)
+                .await
+                .map_err(internal)
+        })
+        .procedure("nodes", |req| async move {
+            Ok::<_, ErrorPayload>(req.socket.server().nodes())
         })
         .receiver("tell", |msg| async move {
             let _ = msg.socket.transmit("told", &msg.data);

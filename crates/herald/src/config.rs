@@ -53,6 +53,12 @@ pub struct Config {
     /// How long a write to a socket may block before the socket is dropped.
     /// Default 10 s.
     pub write_timeout: Duration,
+    /// The token claim naming the user a socket is authenticated as, for
+    /// messages addressed to a user ([`crate::Server::users`]). Default `sub`.
+    pub user_claim: String,
+    /// Interval between this node's announcements to the cluster; a node
+    /// missing three is considered gone. Default 5 s.
+    pub announce_interval: Duration,
 }
 
 impl Default for Config {
@@ -72,6 +78,8 @@ impl Default for Config {
             auth_default_expiry: Duration::from_secs(defaults::AUTH_DEFAULT_EXPIRY_SECS),
             allow_client_publish: true,
             write_timeout: Duration::from_secs(10),
+            user_claim: "sub".to_owned(),
+            announce_interval: Duration::from_secs(5),
         }
     }
 }

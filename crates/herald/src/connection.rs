@@ -31,6 +31,7 @@ use tokio_websockets::{CloseCode, Message, Payload, WebSocketStream};
 
 use crate::auth::{Claims, TokenError, expiry_of, unix_now};
 use crate::broker::Publication;
+use crate::cluster::{RESERVED_PREFIX, user_channel};
 use crate::handler::{Message as HandlerMessage, Request};
 use crate::middleware::{
     InvokeRequest, PublishOut, PublishRequest, SubscribeRequest, TransmitRequest,
@@ -97,6 +98,8 @@ struct Conn {
     socket: Socket,
     server: Arc<ServerInner>,
     handshaken: bool,
+    /// The user this socket is registered as in the cluster index.
+    user: Option<Arc<str>>,
     last_inbound: Instant,
     malformed: Allowance,
 }
@@ -128,6 +131,7 @@ pub(crate) async fn run<S>(
         socket,
         server,
         handshaken: false,
+        user: None,
         last_inbound: Instant::now(),
     };
     let (code, reason) = conn.drive(&mut ws, &mut rx).await;
@@ -249,6 +253,7 @@ impl Conn {
                         }
                         None => expiry_armed = false,
                     }
+                    self.sync_user().await;
                 }
             }
             if self.handshaken && !was_handshaken {
@@ -344,10 +349,19 @@ impl Conn {
     }
 
     /// Unsubscribes, fails pending invokes, unregisters, runs hooks.
-    async fn finish(self, code: u16, reason: String) {
+    async fn finish(mut self, code: u16, reason: String) {
         let was_open = self.shared.state() == SocketState::Open;
         self.shared.set_state(SocketState::Closed);
         self.server.registry.unsubscribe_all(&self.shared).await;
+        if let Some(user) = self.user.take() {
+            self.server
+                .cluster
+                .remove_user_socket(&user, self.shared.key);
+            self.server
+                .registry
+                .unsubscribe_node(&user_channel(&user))
+                .await;
+        }
         self.shared.abort_invokes();
         self.server.unregister(&self.shared);
         tracing::debug!(socket = %self.shared.id, code, %reason, "socket closed");
@@ -618,7 +632,56 @@ impl Conn {
         Flow::Continue
     }
 
+    /// Keeps the cluster's user index (and this node's subscription to the
+    /// user's reserved channel) in line with the socket's token.
+    async fn sync_user(&mut self) {
+        let claim = &self.server.config.user_claim;
+        let wanted: Option<Arc<str>> =
+            self.shared
+                .auth
+                .lock()
+                .as_ref()
+                .and_then(|a| match a.claims.get(claim.as_str())? {
+                    Value::String(s) => Some(Arc::from(s.as_str())),
+                    Value::Number(n) => Some(Arc::from(n.to_string())),
+                    _ => None,
+                });
+        if wanted == self.user {
+            return;
+        }
+        let key = self.shared.key;
+        if let Some(old) = self.user.take() {
+            self.server.cluster.remove_user_socket(&old, key);
+            self.server
+                .registry
+                .unsubscribe_node(&user_channel(&old))
+                .await;
+        }
+        if let Some(user) = wanted {
+            match self
+                .server
+                .registry
+                .subscribe_node(&user_channel(&user))
+                .await
+            {
+                Ok(()) => {
+                    self.server.cluster.add_user_socket(&user, key);
+                    self.user = Some(user);
+                }
+                Err(e) => {
+                    tracing::warn!(%user, error = %e, "cannot subscribe to the user's messages");
+                }
+            }
+        }
+    }
+
     fn check_channel(&self, channel: &str) -> Result<(), ErrorPayload> {
+        if channel.starts_with(RESERVED_PREFIX) {
+            return Err(ErrorPayload::new(
+                names::INVALID_ACTION,
+                format!("Channel names starting with {RESERVED_PREFIX} are reserved"),
+            ));
+        }
         let max = self.server.config.max_channel_name;
         if channel.len() > max {
             return Err(ErrorPayload::new(

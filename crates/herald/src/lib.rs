@@ -41,15 +41,19 @@
 //! * [`middleware`]: [`Middleware`] and [`PublishOutMiddleware`].
 //! * [`auth`]: [`AuthEngine`], signing and verifying JWTs.
 //! * [`broker`]: the [`Broker`] trait and the in-process [`MemoryBroker`].
+//! * [`cluster`]: messages to users on every node ([`Users`]), node
+//!   announcements ([`NodeInfo`]).
 //! * [`config`]: [`Config`], every timing and limit.
 //! * `registry` (internal): channel subscribers and fan-out.
 //! * `connection` (internal): the per-socket task.
 //! * `transport` (internal): the HTTP upgrade and WebSocket codec.
+//! * `status` (internal): `/herald/health`, `/herald/ready`, `/herald/info`.
 
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 mod connection;
 pub mod handler;
@@ -57,10 +61,12 @@ pub mod middleware;
 mod registry;
 pub mod server;
 pub mod socket;
+mod status;
 mod transport;
 
 pub use auth::{AuthEngine, AuthError, Claims};
 pub use broker::{Broker, BrokerError, BrokerSink, BrokerStatus, MemoryBroker, Publication};
+pub use cluster::{NodeInfo, Users};
 pub use config::Config;
 pub use handler::{Message, Request};
 pub use herald_protocol as protocol;

@@ -13,30 +13,48 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use herald_protocol::error::{ErrorPayload, names};
 use parking_lot::RwLock;
 
 use crate::broker::{Broker, BrokerError, BrokerSink, Publication};
+use crate::cluster::RESERVED_PREFIX;
 use crate::socket::{Outbound, SocketShared};
 
 const SHARDS: usize = 64;
 
 struct Channel {
     subscribers: HashMap<u64, Arc<SocketShared>>,
+    /// Interest of the node itself (reserved `#herald/` channels), counted
+    /// per holder.
+    node_refs: usize,
     /// Serializes broker (un)subscribe calls for this channel; holds whether
     /// the broker is currently subscribed.
     broker_state: Arc<tokio::sync::Mutex<bool>>,
 }
 
+impl Channel {
+    fn new() -> Self {
+        Self {
+            subscribers: HashMap::new(),
+            node_refs: 0,
+            broker_state: Arc::new(tokio::sync::Mutex::new(false)),
+        }
+    }
+}
+
 type Shard = RwLock<HashMap<Arc<str>, Channel>>;
 
 /// Local subscribers per channel, in front of a broker.
+/// Handler of publications on reserved channels.
+type ControlHook = Box<dyn Fn(&Arc<Publication>) + Send + Sync>;
+
 pub(crate) struct Registry {
     shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
     broker: Arc<dyn Broker>,
+    control: OnceLock<ControlHook>,
 }
 
 impl Registry {
@@ -45,6 +63,7 @@ impl Registry {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
             broker,
+            control: OnceLock::new(),
         });
         let weak = Arc::downgrade(&registry);
         registry.broker.start(BrokerSink::new(move |publication| {
@@ -53,6 +72,11 @@ impl Registry {
             }
         }));
         registry
+    }
+
+    /// Sets the handler of publications on reserved (`#herald/`) channels.
+    pub(crate) fn set_control(&self, hook: ControlHook) {
+        let _ = self.control.set(hook);
     }
 
     pub(crate) fn broker(&self) -> &Arc<dyn Broker> {
@@ -68,6 +92,12 @@ impl Registry {
     /// Fans a publication out to the local subscribers of its channel.
     /// Returns how many queues accepted it.
     pub(crate) fn deliver(&self, publication: &Arc<Publication>) -> usize {
+        if publication.channel.starts_with(RESERVED_PREFIX) {
+            if let Some(control) = self.control.get() {
+                control(publication);
+            }
+            return 0;
+        }
         let shard = self.shard(&publication.channel).read();
         let Some(channel) = shard.get(&publication.channel) else {
             return 0;
@@ -96,9 +126,58 @@ impl Registry {
             .map_or(0, |c| c.subscribers.len())
     }
 
+    /// Whether this node needs the channel from the broker.
+    fn wanted(&self, channel: &str) -> bool {
+        self.shard(channel)
+            .read()
+            .get(channel)
+            .is_some_and(|c| !c.subscribers.is_empty() || c.node_refs > 0)
+    }
+
+    /// The node itself takes an interest in a (reserved) channel; each call
+    /// must be matched by one [`Registry::unsubscribe_node`].
+    pub(crate) async fn subscribe_node(&self, channel: &str) -> Result<(), BrokerError> {
+        let state = {
+            let mut shard = self.shard(channel).write();
+            let entry = shard.entry(Arc::from(channel)).or_insert_with(Channel::new);
+            entry.node_refs += 1;
+            entry.broker_state.clone()
+        };
+        let result = self.sync_broker(channel, &state).await;
+        if result.is_err() {
+            self.release_node(channel);
+            let _ = self.sync_broker(channel, &state).await;
+        }
+        result
+    }
+
+    fn release_node(&self, channel: &str) -> Option<Arc<tokio::sync::Mutex<bool>>> {
+        let mut shard = self.shard(channel).write();
+        let entry = shard.get_mut(channel)?;
+        entry.node_refs = entry.node_refs.saturating_sub(1);
+        Some(entry.broker_state.clone())
+    }
+
+    /// Drops one interest taken with [`Registry::subscribe_node`].
+    pub(crate) async fn unsubscribe_node(&self, channel: &str) {
+        if let Some(state) = self.release_node(channel)
+            && let Err(e) = self.sync_broker(channel, &state).await
+        {
+            tracing::warn!(channel, error = %e, "broker unsubscribe failed");
+        }
+    }
+
     /// Number of channels with at least one local subscriber.
     pub(crate) fn channel_count(&self) -> usize {
-        self.shards.iter().map(|s| s.read().len()).sum()
+        self.shards
+            .iter()
+            .map(|s| {
+                s.read()
+                    .values()
+                    .filter(|c| !c.subscribers.is_empty())
+                    .count()
+            })
+            .sum()
     }
 
     /// Subscribes a socket. Returns once the broker delivers the channel to
@@ -130,10 +209,7 @@ impl Registry {
         };
         let broker_state = {
             let mut shard = self.shard(channel).write();
-            let entry = shard.entry(name.clone()).or_insert_with(|| Channel {
-                subscribers: HashMap::new(),
-                broker_state: Arc::new(tokio::sync::Mutex::new(false)),
-            });
+            let entry = shard.entry(name.clone()).or_insert_with(Channel::new);
             entry.subscribers.insert(socket.key, socket.clone());
             entry.broker_state.clone()
         };
@@ -195,7 +271,7 @@ impl Registry {
         state: &Arc<tokio::sync::Mutex<bool>>,
     ) -> Result<(), BrokerError> {
         let mut subscribed = state.lock().await;
-        let wanted = self.subscriber_count(channel) > 0;
+        let wanted = self.wanted(channel);
         if wanted && !*subscribed {
             self.broker.subscribe(channel).await?;
             *subscribed = true;
@@ -209,6 +285,7 @@ impl Registry {
             let mut shard = self.shard(channel).write();
             if let Some(entry) = shard.get(channel)
                 && entry.subscribers.is_empty()
+                && entry.node_refs == 0
                 && Arc::ptr_eq(&entry.broker_state, state)
             {
                 shard.remove(channel);

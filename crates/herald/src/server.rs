@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::AuthEngine;
 use crate::broker::{Broker, BrokerError, MemoryBroker, Publication};
+use crate::cluster::{self, Cluster, NodeInfo, Users};
 use crate::config::Config;
 use crate::handler::{self, BoxProcedure, BoxReceiver, Message, Request};
 use crate::middleware::{Middleware, PublishOutMiddleware};
@@ -48,6 +49,7 @@ pub(crate) struct ServerInner {
     pub(crate) next_key: AtomicU64,
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
+    pub(crate) cluster: Cluster,
 }
 
 /// Builds a [`Server`].
@@ -234,7 +236,7 @@ impl ServerBuilder {
             .node_id
             .unwrap_or_else(|| format!("{:08x}", rand::random::<u32>()));
         tracing::info!(node_id = %node_id, broker = broker.name(), "herald node");
-        Server(Arc::new(ServerInner {
+        let inner = Arc::new(ServerInner {
             node_id: Arc::from(node_id),
             config: self.config,
             auth,
@@ -249,7 +251,24 @@ impl ServerBuilder {
             next_key: AtomicU64::new(1),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
-        }))
+            cluster: Cluster::new(),
+        });
+        let weak = Arc::downgrade(&inner);
+        inner.registry.set_control(Box::new(move |publication| {
+            if let Some(server) = weak.upgrade() {
+                cluster::on_control(&server, publication);
+            }
+        }));
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                let interval = inner.config.announce_interval;
+                handle.spawn(cluster::run(Arc::downgrade(&inner), interval));
+            }
+            Err(_) => tracing::warn!(
+                "ServerBuilder::build called outside a Tokio runtime: cluster announcements are off"
+            ),
+        }
+        Server(inner)
     }
 }
 
@@ -294,9 +313,32 @@ impl Server {
         crate::transport::router(self.clone())
     }
 
+    /// `GET /herald/health`, `/herald/ready` (503 while the broker is down)
+    /// and `/herald/info` (this node, its broker, the cluster's nodes).
+    /// [`Server::serve`] includes them.
+    pub fn status_router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
+        crate::status::router(self.clone())
+    }
+
     /// Publishes from server code.
     pub fn exchange(&self) -> Exchange {
         Exchange(self.0.clone())
+    }
+
+    /// Messages addressed to users, on every node.
+    pub fn users(&self) -> Users {
+        Users(self.0.clone())
+    }
+
+    /// The nodes of the cluster as this node sees them, itself included.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        cluster::nodes(&self.0)
+    }
+
+    /// The broker's name and reachability.
+    pub fn broker_status(&self) -> (&'static str, crate::BrokerStatus) {
+        let broker = self.0.registry.broker();
+        (broker.name(), broker.status())
     }
 
     /// Number of sockets that completed their handshake.
@@ -344,6 +386,7 @@ impl Server {
     ) -> std::io::Result<()> {
         let app = self
             .router::<()>()
+            .merge(self.status_router())
             .into_make_service_with_connect_info::<SocketAddr>();
         let token = self.0.shutdown.clone();
         let this = self.clone();

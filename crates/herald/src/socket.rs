@@ -388,6 +388,11 @@ impl Socket {
         self.0.server.registry.unsubscribe(&self.0, channel).await;
     }
 
+    /// The server this socket is connected to.
+    pub fn server(&self) -> crate::Server {
+        crate::Server(self.0.server.clone())
+    }
+
     /// The server's exchange, to publish from a handler.
     pub fn exchange(&self) -> crate::Exchange {
         crate::Exchange(self.0.server.clone())

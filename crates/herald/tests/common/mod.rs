@@ -223,8 +223,8 @@ impl Client {
     /// Opens a WebSocket to `url`, returning the upgrade error.
     pub async fn try_connect(url: &str) -> Result<Client, tokio_websockets::Error> {
         let uri: http::Uri = url.parse().expect("valid ws url");
-        let (ws, _response) = within("WebSocket upgrade", ClientBuilder::from_uri(uri).connect())
-            .await?;
+        let (ws, _response) =
+            within("WebSocket upgrade", ClientBuilder::from_uri(uri).connect()).await?;
         Ok(Client {
             ws,
             next_cid: 1,
@@ -431,13 +431,20 @@ impl Client {
         let reply = self
             .request("#subscribe", Some(json!({ "channel": channel })))
             .await;
-        assert_eq!(reply.as_object().map(|o| o.len()), Some(1), "subscribe {channel}: {reply}");
+        assert_eq!(
+            reply.as_object().map(|o| o.len()),
+            Some(1),
+            "subscribe {channel}: {reply}"
+        );
     }
 
     /// Publishes with a cid and returns the reply frame.
     pub async fn publish(&mut self, channel: &str, data: Value) -> Value {
-        self.request("#publish", Some(json!({ "channel": channel, "data": data })))
-            .await
+        self.request(
+            "#publish",
+            Some(json!({ "channel": channel, "data": data })),
+        )
+        .await
     }
 
     /// Closes with `code` and waits for the server's acknowledgement.

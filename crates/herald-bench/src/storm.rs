@@ -1,0 +1,187 @@
+//! `storm`: every client reconnects at once after a server crash.
+//!
+//! The bench starts the server itself (`--server-cmd`), connects N clients
+//! in worker processes (see [`crate::worker`]; exponential backoff with full
+//! jitter), waits until all are subscribed, SIGKILLs the server and starts it
+//! again on the same port. It reports the time from the moment the new
+//! server listens until every client is connected and subscribed again, and
+//! the new server's CPU (average and peak over 50 ms intervals) and peak
+//! memory meanwhile.
+//!
+//! With full jitter every client's next attempt comes at most one backoff
+//! cap after the restart, so a server that accepts the storm quickly brings
+//! everyone back within `backoff max + 1 s` (the target).
+
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use serde::{Deserialize, Serialize};
+use tokio::time::sleep;
+
+use crate::common::{Common, Harness, Progress, mono_ns};
+use crate::procstat::{Sampler, Usage};
+use crate::stats::thousands;
+use crate::worker::{Pool, PoolConfig, slices};
+
+/// `storm` options.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StormArgs {
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub common: Common,
+    /// Clients.
+    #[arg(long, short = 'n', default_value_t = 10_000)]
+    pub clients: usize,
+    /// Channels they subscribe to (client i to channel i mod C).
+    #[arg(long, default_value_t = 100)]
+    pub channels: u32,
+    /// Clients per worker process (each from its own source address).
+    #[arg(long, default_value_t = 5_000)]
+    pub per_worker: usize,
+    /// First connections set up at the same time, per worker.
+    #[arg(long, default_value_t = 64)]
+    pub connect_concurrency: usize,
+    /// Backoff cap of the first reconnection attempt.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "100ms")]
+    pub backoff_initial: Duration,
+    /// Largest backoff cap.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
+    pub backoff_max: Duration,
+    /// Wait between all clients subscribed and the kill.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
+    pub settle: Duration,
+    /// Give up waiting for the clients after the restart after this long.
+    /// Default: backoff max + 30 s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub recovery_timeout: Option<Duration>,
+}
+
+impl StormArgs {
+    fn recovery_timeout(&self) -> Duration {
+        self.recovery_timeout
+            .unwrap_or(self.backoff_max + Duration::from_secs(30))
+    }
+
+    /// Generous time for the whole run.
+    pub fn default_deadline(&self) -> Duration {
+        Duration::from_secs(90 + self.clients as u64 / 100) + self.settle + self.recovery_timeout()
+    }
+}
+
+/// The outcome of one storm.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StormResult {
+    /// Name of the server under test.
+    pub label: String,
+    /// Clients.
+    pub clients: usize,
+    /// Channels.
+    pub channels: u32,
+    /// Worker processes.
+    pub workers: usize,
+    /// Backoff cap of the first attempt, ms.
+    pub backoff_initial_ms: u64,
+    /// Largest backoff cap, ms.
+    pub backoff_max_ms: u64,
+    /// Seconds from the kill until the new server listened.
+    pub restart_s: f64,
+    /// Seconds from the new server listening until every client was back
+    /// and subscribed (`None`: not all came back in time).
+    pub recovery_s: Option<f64>,
+    /// Clients back and subscribed at the end.
+    pub back: u64,
+    /// The target for `recovery_s`: backoff max + 1 s.
+    pub target_s: f64,
+    /// The new server's CPU and memory from listening until all were back.
+    pub server: Usage,
+    /// The new server's peak RSS (VmHWM), MiB.
+    pub server_hwm_mib: f64,
+    /// Failed connection attempts over the whole run.
+    pub failed_attempts: u64,
+}
+
+/// Runs the scenario.
+pub async fn run(args: &StormArgs) -> anyhow::Result<StormResult> {
+    if args.common.server_cmd.is_none() {
+        bail!("storm restarts the server itself: give --server-cmd");
+    }
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let mut harness = Harness::open(&args.common).await?;
+    let result = run_with(args, &mut harness).await;
+    harness.close().await;
+    result
+}
+
+async fn run_with(args: &StormArgs, harness: &mut Harness) -> anyhow::Result<StormResult> {
+    let n = args.clients as u64;
+    let mut progress = Progress::new(format!("storm {}", args.common.label), args.common.quiet);
+    let parts = slices(args.clients, args.per_worker);
+    let cfg = PoolConfig {
+        url: harness.target.url.clone(),
+        channels: args.channels.max(1),
+        concurrency: args.connect_concurrency,
+        backoff_initial: args.backoff_initial,
+        backoff_max: args.backoff_max,
+        deadline: args.default_deadline() + Duration::from_secs(60),
+    };
+    let pool = Pool::spawn(&cfg, &parts)?;
+    let result = async {
+        pool.wait_for(
+            Duration::from_secs(30 + n / 200),
+            &mut progress,
+            |t| t.ready,
+            |t| format!("connected {}/{}", thousands(t.subscribed), thousands(n)),
+        )
+        .await
+        .context("connecting the clients")?;
+        progress.update("all subscribed; settling");
+        sleep(args.settle).await;
+
+        progress.update("killing the server");
+        let (killed, listening) = harness.kill_and_restart().await?;
+        let listen_ns = mono_ns();
+        let pid = harness.pid.context("restarted server has no PID")?;
+        let sampler = Sampler::start(pid, Duration::from_millis(50));
+        let a = sampler.now().context("cannot read the restarted server")?;
+        let waited = pool
+            .wait_for(
+                args.recovery_timeout(),
+                &mut progress,
+                |t| t.allback_ns.is_some(),
+                |t| format!("back {}/{}", thousands(t.back), thousands(n)),
+            )
+            .await;
+        let b = sampler.now().context("cannot read the restarted server")?;
+        let totals = pool.totals();
+        progress.done();
+        let recovery_s = match waited {
+            Ok(t) => t
+                .allback_ns
+                .map(|ns| ns.saturating_sub(listen_ns) as f64 / 1e9),
+            Err(e) => {
+                eprintln!("warning: {e}");
+                None
+            }
+        };
+        Ok::<_, anyhow::Error>(StormResult {
+            label: args.common.label.clone(),
+            clients: args.clients,
+            channels: cfg.channels,
+            workers: parts.len(),
+            backoff_initial_ms: args.backoff_initial.as_millis() as u64,
+            backoff_max_ms: args.backoff_max.as_millis() as u64,
+            restart_s: listening.duration_since(killed).as_secs_f64(),
+            recovery_s,
+            back: totals.back,
+            target_s: (args.backoff_max + Duration::from_secs(1)).as_secs_f64(),
+            server: sampler.usage(&a, &b),
+            server_hwm_mib: sampler.hwm_mib(),
+            failed_attempts: totals.failed,
+        })
+    }
+    .await;
+    pool.shutdown().await;
+    result
+}

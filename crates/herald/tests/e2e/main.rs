@@ -1,0 +1,19 @@
+//! Herald's end-to-end suite: a real server on 127.0.0.1, raw SocketCluster
+//! v2 frames over real WebSockets, assertions on what crosses the wire.
+//!
+//! One test binary (one link) with a module per area; the harness is in
+//! `tests/common/mod.rs`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod auth;
+mod backpressure;
+mod broker;
+mod handshake;
+mod heartbeat;
+mod lifecycle;
+mod malformed;
+mod middleware;
+mod pubsub;
+mod rpc;
