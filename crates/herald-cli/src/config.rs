@@ -49,6 +49,11 @@ pub struct FileConfig {
     pub auth_default_expiry: Option<Duration>,
     /// Broker URL (see `--broker`).
     pub broker: Option<String>,
+    /// Interval between cluster announcements.
+    #[serde(default, with = "humantime_serde")]
+    pub announce_interval: Option<Duration>,
+    /// Token claim naming the user of a socket.
+    pub user_claim: Option<String>,
     /// Node id.
     pub node_id: Option<String>,
 }
@@ -82,7 +87,9 @@ impl FileConfig {
             socket_channel_limit,
             max_channel_name,
             allow_client_publish,
-            auth_default_expiry
+            auth_default_expiry,
+            announce_interval,
+            user_claim
         );
     }
 }

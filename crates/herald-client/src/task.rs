@@ -928,7 +928,12 @@ impl Task {
                     self.out.push(outbound::ack(&cid));
                 }
             }
-            Packet::RemoveAuthToken => self.forget_token(true),
+            Packet::RemoveAuthToken { cid } => {
+                self.forget_token(true);
+                if let Some(cid) = cid {
+                    self.out.push(outbound::ack(&cid));
+                }
+            }
             Packet::Response { rid, data, error } => self.on_response(&rid, data, error),
             Packet::Invoke {
                 cid,

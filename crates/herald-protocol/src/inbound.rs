@@ -80,7 +80,11 @@ pub enum Packet<'a> {
     },
     /// `#removeAuthToken`: the peer drops its token (a client deauthenticating
     /// itself, or the server telling the client to forget its token).
-    RemoveAuthToken,
+    RemoveAuthToken {
+        /// Call id when the sender asked for an acknowledgement
+        /// (socketcluster's `deauthenticate({rejectOnFailedDelivery})`).
+        cid: Option<Cid>,
+    },
     /// `#subscribe` with `{channel, data?}`.
     Subscribe {
         /// Call id, when the client wants an acknowledgement.
@@ -324,7 +328,7 @@ pub fn parse_frame(text: &str) -> Result<Packet<'_>, ParseError> {
             cid,
             token: as_str(frame.data).map(Cow::into_owned),
         },
-        "#removeAuthToken" => Packet::RemoveAuthToken,
+        "#removeAuthToken" => Packet::RemoveAuthToken { cid },
         "#subscribe" => match channel_data(frame.data) {
             Some(ChannelData {
                 channel: Some(ch),
@@ -516,7 +520,7 @@ mod tests {
         ));
         assert!(matches!(
             one(r##"{"event":"#removeAuthToken"}"##),
-            Packet::RemoveAuthToken
+            Packet::RemoveAuthToken { cid: None }
         ));
     }
 
@@ -545,12 +549,10 @@ mod tests {
             "   ",
         ] {
             let r = parse(text);
-            let bad = match r {
-                Err(_) => true,
-                Ok(Message::One(Err(_))) => true,
-                Ok(Message::One(Ok(Packet::Raw))) => true,
-                _ => false,
-            };
+            let bad = matches!(
+                r,
+                Err(_) | Ok(Message::One(Err(_))) | Ok(Message::One(Ok(Packet::Raw)))
+            );
             assert!(bad, "{text}");
         }
         assert!(matches!(

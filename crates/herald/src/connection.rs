@@ -436,8 +436,11 @@ impl Conn {
         match packet {
             Packet::Handshake { .. } => Flow::Continue,
             Packet::Authenticate { cid, token } => self.on_authenticate(cid, token).await,
-            Packet::RemoveAuthToken => {
+            Packet::RemoveAuthToken { cid } => {
                 self.shared.set_auth(None);
+                if let Some(cid) = cid {
+                    self.send(outbound::ack(&cid));
+                }
                 Flow::Continue
             }
             Packet::Subscribe { cid, channel, data } => {
@@ -725,14 +728,18 @@ impl Conn {
         let data: Option<Box<RawValue>> = if self.server.middleware.is_empty() {
             data.map(ToOwned::to_owned)
         } else {
+            let original = data.map(|d| to_value(Some(d)));
             let mut request = PublishRequest {
                 channel: channel.to_owned(),
-                data: data.map(|d| to_value(Some(d))),
+                data: original.clone(),
             };
             for m in &self.server.middleware {
                 m.publish_in(&self.socket, &mut request).await?;
             }
             match request.data {
+                // Left alone by the middleware: forward the publisher's bytes
+                // (re-encoding would sort keys and round large numbers).
+                v if v == original => data.map(ToOwned::to_owned),
                 Some(v) => Some(
                     serde_json::value::to_raw_value(&v)
                         .map_err(|e| ErrorPayload::new(names::INVALID_ARGUMENTS, e.to_string()))?,

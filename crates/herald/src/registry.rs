@@ -12,7 +12,7 @@
 //! calls for a channel are serialized by an async mutex owned by that channel.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 
 use herald_protocol::error::{ErrorPayload, names};
@@ -84,9 +84,7 @@ impl Registry {
     }
 
     fn shard(&self, channel: &str) -> &Shard {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.shards[(h.finish() as usize) % SHARDS]
+        &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 
     /// Fans a publication out to the local subscribers of its channel.

@@ -17,6 +17,16 @@ struct RecordingBroker {
     calls: mpsc::UnboundedSender<String>,
 }
 
+impl RecordingBroker {
+    fn record(&self, call: &str, channel: &str) {
+        // Herald's own channels (cluster control, per-user delivery) are
+        // not client channels: this contract is about the latter.
+        if !channel.starts_with("#herald/") {
+            let _ = self.calls.send(format!("{call} {channel}"));
+        }
+    }
+}
+
 #[async_trait]
 impl Broker for RecordingBroker {
     fn name(&self) -> &'static str {
@@ -28,12 +38,12 @@ impl Broker for RecordingBroker {
     }
 
     async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        let _ = self.calls.send(format!("subscribe {channel}"));
+        self.record("subscribe", channel);
         self.inner.subscribe(channel).await
     }
 
     async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        let _ = self.calls.send(format!("unsubscribe {channel}"));
+        self.record("unsubscribe", channel);
         self.inner.unsubscribe(channel).await
     }
 

@@ -72,6 +72,7 @@ function buildCommand(opts) {
   if (opts.pingInterval != null) args.push('--ping-interval', formatDuration(opts.pingInterval));
   if (opts.pingTimeout != null) args.push('--ping-timeout', formatDuration(opts.pingTimeout));
   if (opts.maxPayload != null) args.push('--max-payload', String(opts.maxPayload));
+  if (opts.extraArgs) args.push(...opts.extraArgs);
   return {file, args, env: process.env, portRegex: /ws:\/\/[^:]+:(\d+)/};
 }
 
@@ -80,6 +81,7 @@ function buildCommand(opts) {
  *   kind: 'fixture' (default) | 'plain'
  *   port: fixed port (default 0 = OS-chosen)
  *   secret, pingInterval (ms), pingTimeout (ms), maxPayload (bytes)
+ *   extraArgs: more `herald serve` arguments (Herald only), e.g. ['--broker', url]
  * If `t` (a node:test context) is given, the server is stopped after the test.
  * Resolves {port, url, proc, stop(), kill(signal), exited, stderr()}.
  */
