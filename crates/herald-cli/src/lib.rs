@@ -148,24 +148,35 @@ pub fn init_logging() {
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+///
+/// The signal handlers are installed by this call, not when the future is
+/// first polled: a signal sent any time after it returns (e.g. by a
+/// supervisor that saw the ready line) stops the server cleanly instead of
+/// killing the process. Call it inside a Tokio runtime.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{Signal, SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async fn recv(s: std::io::Result<Signal>) {
+            match s {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+        async move {
+            tokio::select! {
+                _ = recv(term) => {},
+                _ = recv(int) => {},
+            }
+        }
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
@@ -195,10 +206,13 @@ pub async fn serve(
     tracing::warn!(
         "no channel rules configured: any client may subscribe and publish on any channel"
     );
+    // Handlers first: once the ready line is out, a signal must stop the
+    // server cleanly.
+    let signal = shutdown_signal();
     println!("herald listening on ws://{addr}{}", settings.config.path);
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    server.serve(listener, shutdown_signal()).await?;
+    server.serve(listener, signal).await?;
     tracing::info!("herald stopped");
     Ok(())
 }

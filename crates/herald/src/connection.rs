@@ -150,8 +150,9 @@ impl Conn {
         let server = self.server.clone();
         let shared = self.shared.clone();
         let cfg = &server.config;
-        let mut ping =
-            tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
+        // A zero period would make the interval panic.
+        let ping_interval = cfg.ping_interval.max(Duration::from_millis(1));
+        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let liveness = sleep(cfg.handshake_timeout);
         tokio::pin!(liveness);

@@ -282,10 +282,14 @@ impl Client {
             Some(Ok(msg)) => {
                 if let Some(text) = msg.as_text() {
                     Incoming::Text(text.to_owned())
-                } else if let Some((code, reason)) = msg.as_close() {
-                    Incoming::Close(u16::from(code), reason.to_owned())
                 } else if msg.is_close() {
-                    Incoming::Close(1005, String::new())
+                    let (code, reason) = msg
+                        .as_close()
+                        .map_or((1005, String::new()), |(c, r)| (u16::from(c), r.to_owned()));
+                    // Poll once more so the codec sends its close echo now
+                    // (the server waits for it before finishing the socket).
+                    let _ = tokio::time::timeout(limit, self.ws.next()).await;
+                    Incoming::Close(code, reason)
                 } else {
                     // WebSocket-level ping/pong frames: not SocketCluster's.
                     return Box::pin(self.read_wire(limit)).await;

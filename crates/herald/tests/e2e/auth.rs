@@ -115,6 +115,18 @@ async fn remove_auth_token_from_client_deauthenticates() {
             .request("#subscribe", Some(json!({"channel": "private/carol"})))
             .await;
         assert_eq!(refused["error"]["name"], "ForbiddenError", "{refused}");
+
+        // With a cid (deauthenticate with rejectOnFailedDelivery) it is
+        // acknowledged.
+        c.send_text(format!(
+            r##"{{"event":"#authenticate","data":"{t}","cid":30}}"##
+        ))
+        .await;
+        assert_eq!(c.recv_json().await["data"]["isAuthenticated"], true);
+        c.send_text(r##"{"event":"#removeAuthToken","cid":31}"##)
+            .await;
+        assert_eq!(c.recv().await, r#"{"rid":31}"#);
+        assert_eq!(c.call("whoami", Value::Null).await, Value::Null);
     })
     .await
 }

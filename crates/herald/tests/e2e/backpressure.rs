@@ -10,6 +10,8 @@ use tokio::sync::mpsc;
 use crate::common::*;
 
 const PUBLICATIONS: u64 = 300;
+/// Published while the stalled subscriber drains what reached it.
+const MORE: u64 = 500;
 const PAD: usize = 256 * 1024;
 /// How far the reading subscriber may lag behind the publisher. Below the
 /// queue capacity, so that the reader itself is never a slow consumer.
@@ -18,19 +20,33 @@ const QUEUE: usize = 8;
 
 const PREFIX: &str = r##"{"event":"#publish","data":{"channel":"firehose","data":{"seq":"##;
 
-/// The sequence number of a firehose publication, checking it is whole.
-fn seq_of(frame: &str) -> u64 {
+/// The sequence number and padding length of a firehose publication,
+/// checking that it is whole.
+fn parse(frame: &str) -> (u64, usize) {
     let rest = frame
         .strip_prefix(PREFIX)
         .unwrap_or_else(|| panic!("not a firehose publication: {:.80}", frame));
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     let seq: u64 = digits.parse().unwrap();
-    let expected_len = PREFIX.len() + digits.len() + r#","pad":""}}}"#.len() + PAD;
-    assert_eq!(frame.len(), expected_len, "publication {seq} is truncated");
+    let pad = rest[digits.len()..]
+        .strip_prefix(r#","pad":""#)
+        .and_then(|p| p.strip_suffix(r#""}}}"#))
+        .unwrap_or_else(|| panic!("publication {seq} is malformed"));
+    assert!(
+        pad.bytes().all(|b| b == b'x'),
+        "publication {seq} is corrupt"
+    );
+    (seq, pad.len())
+}
+
+/// The sequence number of a large firehose publication.
+fn seq_of(frame: &str) -> u64 {
+    let (seq, pad) = parse(frame);
+    assert_eq!(pad, PAD, "publication {seq} is truncated");
     seq
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_consumer_is_closed_with_4100_while_a_reading_subscriber_gets_everything() {
     bounded(async {
         let (tx, mut closed) = mpsc::unbounded_channel();
@@ -59,52 +75,73 @@ async fn slow_consumer_is_closed_with_4100_while_a_reading_subscriber_gets_every
         // From here on `slow` reads nothing until the flood is over.
 
         let pad = "x".repeat(PAD);
+        let publish = |seq: u64| {
+            format!(
+                r##"{{"event":"#publish","data":{{"channel":"firehose","data":{{"seq":{seq},"pad":"{pad}"}}}},"cid":{}}}"##,
+                1000 + seq
+            )
+        };
         let mut next = 0;
+        // Phase 1: flood while `slow` reads nothing.
         for seq in 0..PUBLICATIONS {
-            let cid = 1000 + seq;
-            publisher
-                .send_text(format!(
-                    r##"{{"event":"#publish","data":{{"channel":"firehose","data":{{"seq":{seq},"pad":"{pad}"}}}},"cid":{cid}}}"##
-                ))
-                .await;
+            publisher.send_text(publish(seq)).await;
             // Acknowledged once queued for every subscriber: the publisher
             // is never held up by the stalled socket.
-            assert_eq!(publisher.recv().await, format!(r#"{{"rid":{cid}}}"#));
+            assert_eq!(publisher.recv().await, format!(r#"{{"rid":{}}}"#, 1000 + seq));
             while next + WINDOW <= seq {
                 assert_eq!(seq_of(&reader.recv().await), next);
                 next += 1;
             }
         }
+
         while next < PUBLICATIONS {
             assert_eq!(seq_of(&reader.recv().await), next);
             next += 1;
         }
 
-        // The stalled socket: what reached it is an in-order prefix, then
-        // the 4100 close.
-        let mut got = 0;
-        let (code, reason) = loop {
-            match slow.recv_raw().await {
-                Incoming::Text(t) if t.is_empty() => {}
-                Incoming::Text(t) => {
-                    assert_eq!(seq_of(&t), got, "slow consumer got a gap");
-                    got += 1;
+        // Phase 2: `slow` wakes up and drains what reached it while small
+        // publications keep coming (pipelined, the reader out of the way).
+        // It must see an in-order prefix without gaps (nothing more is
+        // queued for a socket condemned as a slow consumer), then 4100.
+        reader.request("#unsubscribe", Some(json!("firehose"))).await;
+        let slow_id = slow.id.clone();
+        let draining = tokio::spawn(async move {
+            let mut got = 0;
+            let close = loop {
+                match slow.recv_raw().await {
+                    Incoming::Text(t) if t.is_empty() => {}
+                    Incoming::Text(t) => {
+                        assert_eq!(parse(&t).0, got, "slow consumer got a gap");
+                        got += 1;
+                    }
+                    Incoming::Close(code, reason) => break (code, reason),
+                    Incoming::Eof => panic!("slow consumer dropped without a close frame"),
                 }
-                Incoming::Close(code, reason) => break (code, reason),
-                Incoming::Eof => panic!("slow consumer dropped without a close frame"),
-            }
-        };
+            };
+            (got, close)
+        });
+        for seq in PUBLICATIONS..PUBLICATIONS + MORE {
+            publisher
+                .send_text(format!(
+                    r##"{{"event":"#publish","data":{{"channel":"firehose","data":{{"seq":{seq},"pad":""}}}},"cid":{seq}}}"##
+                ))
+                .await;
+            assert_eq!(publisher.recv().await, format!(r#"{{"rid":{seq}}}"#));
+        }
+        let (got, (code, reason)) = within("the slow consumer's close", draining)
+            .await
+            .unwrap();
         assert_eq!(code, 4100, "{reason}");
-        assert!(got < PUBLICATIONS, "the slow consumer got everything");
+        assert!(got < PUBLICATIONS, "the slow consumer got all {got}");
         assert_eq!(
             within("on_disconnection", closed.recv()).await,
-            Some((slow.id.clone(), 4100))
+            Some((slow_id, 4100))
         );
 
         // Everyone else is unaffected.
         assert_eq!(reader.call("echo", json!("ok")).await, json!("ok"));
         assert_eq!(publisher.call("echo", json!("ok")).await, json!("ok"));
-        assert_eq!(server.server.subscriber_count("firehose"), 1);
+        assert_eq!(server.server.subscriber_count("firehose"), 0);
         assert!(closed.try_recv().is_err());
     })
     .await

@@ -96,7 +96,7 @@ async fn unsubscribe_with_and_without_cid_stops_delivery() {
         assert_eq!(sub.call("echo", json!(0)).await, json!(0));
         assert_eq!(server.server.subscriber_count("gone"), 0);
         assert_eq!(server.server.subscriber_count("gone2"), 0);
-        assert_eq!(sub.subscriptions_of(&server), vec!["stay".to_owned()]);
+        assert_eq!(subscriptions(&server, &sub), ["stay"]);
 
         publisher.publish("gone", json!("lost")).await;
         publisher.publish("gone2", json!("lost")).await;
@@ -281,14 +281,59 @@ async fn fifty_concurrent_subscribers_get_every_publication_in_order() {
     .await
 }
 
-trait Subscriptions {
-    fn subscriptions_of(&self, server: &TestServer) -> Vec<String>;
+/// The channels the server has `client` subscribed to, sorted.
+fn subscriptions(server: &TestServer, client: &Client) -> Vec<String> {
+    let mut subs = server.server.socket(&client.id).unwrap().subscriptions();
+    subs.sort();
+    subs
 }
 
-impl Subscriptions for Client {
-    fn subscriptions_of(&self, server: &TestServer) -> Vec<String> {
-        let mut subs = server.server.socket(&self.id).unwrap().subscriptions();
-        subs.sort();
-        subs
-    }
+#[tokio::test]
+async fn channel_limits_and_disabled_client_publish_are_refused() {
+    bounded(async {
+        let server = TestServer::fixture_with(|c| {
+            c.socket_channel_limit = 2;
+            c.max_channel_name = 16;
+            c.allow_client_publish = false;
+        })
+        .await;
+        let mut c = server.client().await;
+        c.subscribe("one").await;
+        c.subscribe("two").await;
+        let refusal = |reply: &Value| reply["error"]["name"].as_str().map(str::to_owned);
+        let third = c
+            .request("#subscribe", Some(json!({"channel": "three"})))
+            .await;
+        assert_eq!(
+            refusal(&third).as_deref(),
+            Some("InvalidActionError"),
+            "{third}"
+        );
+        c.request("#unsubscribe", Some(json!("two"))).await;
+        let long = c
+            .request("#subscribe", Some(json!({"channel": "x".repeat(17)})))
+            .await;
+        assert_eq!(
+            refusal(&long).as_deref(),
+            Some("InvalidActionError"),
+            "{long}"
+        );
+        c.subscribe(&"y".repeat(16)).await;
+
+        let publish = c.publish("one", json!(1)).await;
+        assert_eq!(
+            refusal(&publish).as_deref(),
+            Some("InvalidActionError"),
+            "{publish}"
+        );
+        // Server code still publishes.
+        server
+            .server
+            .exchange()
+            .publish("one", &json!(2))
+            .await
+            .unwrap();
+        assert_eq!(Client::publication(&c.recv().await).1.as_deref(), Some("2"));
+    })
+    .await
 }

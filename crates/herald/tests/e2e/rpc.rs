@@ -259,3 +259,22 @@ async fn server_invoke_without_reply_times_out() {
     })
     .await
 }
+
+#[tokio::test]
+async fn server_invoke_fails_promptly_when_the_client_disconnects() {
+    bounded(async {
+        // A long ack timeout: the failure must come from the disconnect.
+        let server = TestServer::fixture_with(|c| c.ack_timeout = Duration::from_secs(30)).await;
+        let mut c = server.client().await;
+        let socket = server.server.socket(&c.id).unwrap();
+        let call = tokio::spawn(async move { socket.invoke("question", &json!(1)).await });
+        server_invoke(&mut c, "question", json!(1)).await;
+        c.close(1000, "").await;
+        let result = within("the pending invoke to fail", call).await.unwrap();
+        assert!(
+            matches!(result, Err(herald::SendError::Closed)),
+            "{result:?}"
+        );
+    })
+    .await
+}
