@@ -192,12 +192,9 @@ pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
         })
         .procedure("disconnectMe", |req| async move {
             let d: Disconnect = req.parse()?;
-            let socket = req.socket.clone();
-            // Reply first; the disconnect drains the queue before closing.
-            tokio::spawn(async move {
-                tokio::task::yield_now().await;
-                socket.disconnect(d.code, d.reason);
-            });
+            // The reply still goes out first: a disconnect waits for the
+            // socket's running procedures (this one) to queue their replies.
+            req.socket.disconnect(d.code, d.reason);
             Ok::<(), ErrorPayload>(())
         })
         .procedure("userTransmit", |req| async move {

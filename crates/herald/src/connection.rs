@@ -167,9 +167,12 @@ impl Conn {
                 _ = shared.kill.notified() => {
                     if let Some((code, reason)) = shared.requested_close() {
                         let reason = reason.unwrap_or_else(|| close::reason(code).to_owned());
-                        // A slow consumer's queue is dropped; otherwise what
-                        // was queued (a reply, a kickOut) goes out first.
+                        // A slow consumer's queue is dropped; otherwise the
+                        // replies of procedures still running (the one that
+                        // asked for the disconnect, say) and what was queued
+                        // go out first, within the close grace period.
                         if code != close::SLOW_CONSUMER {
+                            let _ = tokio::time::timeout(CLOSE_GRACE, shared.wait_idle()).await;
                             self.drain(ws, rx).await;
                         }
                         return close_ws(ws, code, reason).await;
@@ -182,6 +185,9 @@ impl Conn {
                 item = rx.recv() => {
                     // The socket's own sender lives in `shared`: never None.
                     let Some(item) = item else { continue };
+                    // A close requested meanwhile (a slow consumer) is
+                    // handled by the kill branch once this write is done; the
+                    // write itself is bounded by `write_timeout`.
                     if let Err(e) = self.write_batch(ws, rx, item).await {
                         return (1006, e);
                     }
@@ -784,7 +790,9 @@ impl Conn {
             procedure: request.procedure,
             data: request.data,
         };
+        let running = shared.procedure_started();
         self.server.tasks.spawn(async move {
+            let _running = running;
             let frame = match handler(request).await {
                 Ok(None) => outbound::ack(&cid),
                 Ok(Some(v)) => outbound::reply(&cid, &v).unwrap_or_else(|e| {
@@ -863,16 +871,18 @@ fn to_value(raw: Option<&RawValue>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Sends a close frame and waits (briefly) for the peer's acknowledgement,
-/// so that unread input does not turn the close into a reset.
-async fn close_ws<S>(ws: &mut WebSocketStream<S>, code: u16, mut reason: String) -> (u16, String)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let close_code = CloseCode::try_from(code)
-        .ok()
-        .filter(|c| !c.is_reserved())
-        .unwrap_or(CloseCode::NORMAL_CLOSURE);
+/// A close code that can be sent (reserved codes become 1000).
+fn close_code(code: u16) -> Option<CloseCode> {
+    Some(
+        CloseCode::try_from(code)
+            .ok()
+            .filter(|c| !c.is_reserved())
+            .unwrap_or(CloseCode::NORMAL_CLOSURE),
+    )
+}
+
+/// A close reason cut to the 123 bytes a close frame can carry.
+fn truncate_reason(mut reason: String) -> String {
     if reason.len() > 123 {
         let mut end = 123;
         while !reason.is_char_boundary(end) {
@@ -880,9 +890,19 @@ where
         }
         reason.truncate(end);
     }
+    reason
+}
+
+/// Sends a close frame and waits (briefly) for the peer's acknowledgement,
+/// so that unread input does not turn the close into a reset.
+async fn close_ws<S>(ws: &mut WebSocketStream<S>, code: u16, reason: String) -> (u16, String)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let reason = truncate_reason(reason);
     let _ = tokio::time::timeout(
         CLOSE_GRACE,
-        ws.send(Message::close(Some(close_code), &reason)),
+        ws.send(Message::close(close_code(code), &reason)),
     )
     .await;
     let _ = tokio::time::timeout(CLOSE_GRACE, async {

@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -117,6 +117,10 @@ pub(crate) struct SocketShared {
     pub(crate) channels: Mutex<HashSet<Arc<str>>>,
     pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, ErrorPayload>>>>,
     next_cid: AtomicU64,
+    /// Procedures of this socket still running (their replies are not
+    /// queued yet), and the signal that the count dropped to zero.
+    running: AtomicUsize,
+    idle: Notify,
     pub(crate) server: Arc<ServerInner>,
 }
 
@@ -142,6 +146,8 @@ impl SocketShared {
             channels: Mutex::new(HashSet::new()),
             pending: Mutex::new(HashMap::new()),
             next_cid: AtomicU64::new(1),
+            running: AtomicUsize::new(0),
+            idle: Notify::new(),
             server,
         }
     }
@@ -193,6 +199,26 @@ impl SocketShared {
         }
     }
 
+    /// Counts a procedure as running until the returned guard is dropped
+    /// (after its reply was queued).
+    pub(crate) fn procedure_started(self: &Arc<Self>) -> RunningProcedure {
+        self.running.fetch_add(1, Ordering::AcqRel);
+        RunningProcedure(self.clone())
+    }
+
+    /// Resolves once no procedure of this socket is running.
+    pub(crate) async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.running.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
     pub(crate) fn resolve_invoke(&self, rid: u64, result: Result<Value, ErrorPayload>) {
         if let Some(tx) = self.pending.lock().remove(&rid) {
             let _ = tx.send(result);
@@ -207,6 +233,17 @@ impl SocketShared {
     pub(crate) fn set_auth(&self, auth: Option<AuthState>) {
         *self.auth.lock() = auth;
         self.auth_changed.notify_one();
+    }
+}
+
+/// Marks a running procedure; see [`SocketShared::procedure_started`].
+pub(crate) struct RunningProcedure(Arc<SocketShared>);
+
+impl Drop for RunningProcedure {
+    fn drop(&mut self) {
+        if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.idle.notify_waiters();
+        }
     }
 }
 
