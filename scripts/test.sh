@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Herald's whole test suite on a fresh machine, installing what it lacks:
-# Debian packages (Node.js), the pinned npm packages (npm ci), then formatting,
+# Debian packages (Node.js, redis-server, nats-server) and the services the
+# broker tests use (scripts/services.sh), the pinned npm packages (npm ci), then formatting,
 # lints, the Rust suites (unit, integration, doc tests) and the compatibility
 # suite driven by the official socketcluster-client. Nothing is skipped: a
 # missing tool is installed or the run fails.
@@ -22,6 +23,9 @@ if ! command -v cargo-nextest >/dev/null 2>&1 && ! cargo nextest --version >/dev
   log "installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+
+log "services: Redis and NATS (installed and started when missing)"
+scripts/services.sh
 
 log "npm ci (tests/node)"
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)

@@ -345,7 +345,6 @@ pub(crate) async fn run(server: Weak<ServerInner>, interval: Duration) {
                 tracing::warn!(broker = s.registry.broker().name(), "broker is down");
             }
         }
-        metrics::gauge!("herald_broker_up").set(if up { 1.0 } else { 0.0 });
         announce(&s, false).await;
         let stale = interval * 3;
         let now = Instant::now();

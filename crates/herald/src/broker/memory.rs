@@ -28,6 +28,7 @@ impl Broker for MemoryBroker {
 
     fn start(&self, sink: BrokerSink) {
         let _ = self.sink.set(sink);
+        metrics::gauge!("herald_broker_up", "broker" => "memory").set(1.0);
     }
 
     async fn subscribe(&self, _channel: &str) -> Result<(), BrokerError> {

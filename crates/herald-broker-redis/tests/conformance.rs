@@ -1,0 +1,103 @@
+//! The shared broker conformance suite (`herald-testkit`) against each Redis
+//! flavour: one server, three sharded servers, a three-primary cluster.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use herald::Broker;
+use herald_broker_redis::{RedisBroker, RedisClusterBroker, RedisOptions};
+use herald_testkit::broker_conformance::run_all;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+async fn single(url: String, options: RedisOptions) -> Arc<dyn Broker> {
+    Arc::new(
+        RedisBroker::connect(&[url], options)
+            .await
+            .expect("connect"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_redis_passes_conformance() {
+    init_tracing();
+    // The shared Redis, isolated by a random prefix.
+    let options = fast_options(&random_prefix());
+    within(
+        LIMIT,
+        "conformance suite",
+        run_all(
+            || single("redis://127.0.0.1:6379".into(), options.clone()),
+            "conformance/",
+        ),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_redis_passes_conformance() {
+    init_tracing();
+    let servers = [
+        RedisServer::start().await,
+        RedisServer::start().await,
+        RedisServer::start().await,
+    ];
+    let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
+    let options = fast_options(&random_prefix());
+    within(
+        LIMIT,
+        "conformance suite",
+        run_all(
+            || async {
+                Arc::new(
+                    RedisBroker::connect(&urls, options.clone())
+                        .await
+                        .expect("connect"),
+                ) as Arc<dyn Broker>
+            },
+            "conformance/",
+        ),
+    )
+    .await;
+    // The channels were spread: every server carried some.
+    for s in &servers {
+        let mut c = s.conn().await;
+        let n: u64 = redis::cmd("INFO")
+            .arg("stats")
+            .query_async::<String>(&mut c)
+            .await
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap();
+        assert!(n > 100, "server {} saw only {n} commands", s.port);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_cluster_passes_conformance() {
+    init_tracing();
+    let _heavy = HEAVY.lock().await;
+    let cluster = RedisCluster::start(3, 0).await;
+    let seeds = cluster.seeds();
+    let options = fast_options(&random_prefix());
+    within(
+        LIMIT,
+        "conformance suite",
+        run_all(
+            || async {
+                Arc::new(
+                    RedisClusterBroker::connect(&seeds, options.clone())
+                        .await
+                        .expect("connect"),
+                ) as Arc<dyn Broker>
+            },
+            "conformance/",
+        ),
+    )
+    .await;
+}

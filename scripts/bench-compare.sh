@@ -1,0 +1,197 @@
+#!/usr/bin/env bash
+# Runs the same benchmark scenarios against socketcluster-server 20 and Herald
+# on this machine, several times each, and writes the table of medians and
+# ratios into docs/benchmarks.md (between the bench-compare markers).
+#
+# Usage: scripts/bench-compare.sh [options]
+#   --runs N         repetitions of every scenario per server (default 3)
+#   --duration D     measured time of each fanout run (default 4s)
+#   --warmup D       warm-up of each fanout run (default 1s)
+#   --only LIST      comma-separated scenario names to run (default: all):
+#                    fanout-1k, fanout-10k, fanout-100x100, latency-50k, conns, storm
+#   --no-build       use the binaries already in target/release
+#   --no-doc         print the table, do not touch docs/benchmarks.md
+#   --quiet-wait S   before each run wait up to S seconds for the machine to
+#                    be idle (default 20; 0 = do not wait)
+#
+# Both servers listen on free ports of 127.0.0.1 and are started afresh by
+# herald-bench for every run (--server-cmd), so one run's memory or queues do
+# not leak into the next. Raw results (one JSON line per run) are kept in
+# target/bench/. With the defaults the whole script takes about 8 minutes.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+RUNS=3
+DURATION=4s
+WARMUP=1s
+BUILD=1
+WRITE_DOC=1
+QUIET_WAIT=20
+ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) RUNS=$2; shift 2 ;;
+    --duration) DURATION=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    --no-doc) WRITE_DOC=0; shift ;;
+    --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# ---- build and check the pieces ----
+if [ "$BUILD" = 1 ]; then
+  say "building herald and herald-bench (release)"
+  cargo build --release -p herald-cli -p herald-bench || exit 1
+fi
+BENCH="$ROOT/target/release/herald-bench"
+HERALD="$ROOT/target/release/herald"
+for b in "$BENCH" "$HERALD"; do
+  [ -x "$b" ] || { echo "missing $b (run without --no-build)" >&2; exit 1; }
+done
+command -v node >/dev/null || { echo "node is required for socketcluster-server" >&2; exit 1; }
+SC_VERSION=$(node -e "console.log(require('./tests/node/node_modules/socketcluster-server/package.json').version)" 2>/dev/null)
+SC_PINNED=$(node -e "console.log(require('./tests/node/package.json').dependencies['socketcluster-server'])")
+if [ "$SC_VERSION" != "$SC_PINNED" ]; then
+  echo "socketcluster-server $SC_PINNED is not installed (found '${SC_VERSION}'): run 'npm ci --prefix tests/node'" >&2
+  exit 1
+fi
+
+HERALD_CMD="$HERALD serve --listen 127.0.0.1:{port}"
+SC_CMD="node $ROOT/bench/sc-server.js {port}"
+
+# name|arguments (the scenario arguments are the same for both servers)
+SCENARIOS=(
+  "fanout-1k|fanout -P 1 -C 1 -S 1000 --duration $DURATION --warmup $WARMUP"
+  "fanout-10k|fanout -P 1 -C 1 -S 10000 --duration $DURATION --warmup $WARMUP"
+  "fanout-100x100|fanout -P 100 -C 100 -S 100 --duration $DURATION --warmup $WARMUP"
+  "latency-50k|fanout -P 100 -C 100 -S 100 --rate 500 --duration $DURATION --warmup $WARMUP"
+  "conns|conns -n 10000"
+  "storm|storm -n 10000 --backoff-initial 100ms --backoff-max 2s"
+)
+
+# ---- wait until the machine is idle (other builds skew the figures) ----
+machine_busy_pct() { # percent of one core busy over 1 s
+  local a b
+  read -r -a a < /proc/stat; sleep 1; read -r -a b < /proc/stat
+  local busy=0 total=0 i
+  for i in 1 2 3 4 5 6 7 8; do
+    local d=$(( ${b[$i]} - ${a[$i]} ))
+    total=$((total + d))
+    if [ "$i" != 4 ] && [ "$i" != 5 ]; then busy=$((busy + d)); fi
+  done
+  [ "$total" -gt 0 ] || total=1
+  echo $(( busy * 100 * $(nproc) / total ))
+}
+wait_quiet() {
+  [ "$QUIET_WAIT" -gt 0 ] || return 0
+  local waited=0 busy
+  while :; do
+    busy=$(machine_busy_pct)
+    [ "$busy" -lt 15 ] && return 0
+    waited=$((waited + 2))
+    if [ "$waited" -ge "$QUIET_WAIT" ]; then
+      echo "   (machine still ${busy}% busy after ${QUIET_WAIT}s; running anyway)" >&2
+      return 0
+    fi
+    sleep 1
+  done
+}
+
+mkdir -p target/bench
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RESULTS="target/bench/results-$STAMP.jsonl"
+LOG="target/bench/log-$STAMP.txt"
+: > "$RESULTS"
+START=$(date +%s)
+
+selected() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+
+run_one() { # label cmd args...
+  local label=$1 cmd=$2; shift 2
+  wait_quiet
+  printf '   %-22s %s\n' "$label" "$*" >&2
+  local line
+  if line=$("$BENCH" "$@" --server-cmd "$cmd" --label "$label" --json --quiet 2>>"$LOG"); then
+    echo "$line" >> "$RESULTS"
+  else
+    echo "   FAILED (see $LOG): $label $*" >&2
+    echo "FAILED: $label $*" >> "$LOG"
+  fi
+}
+
+for run in $(seq 1 "$RUNS"); do
+  for entry in "${SCENARIOS[@]}"; do
+    name=${entry%%|*}
+    args=${entry#*|}
+    selected "$name" || continue
+    say "run $run/$RUNS: $name"
+    # Alternate which server goes first so that drift favours neither.
+    # shellcheck disable=SC2086
+    if [ $((run % 2)) = 1 ]; then
+      run_one socketcluster-server "$SC_CMD" $args
+      run_one herald "$HERALD_CMD" $args
+    else
+      run_one herald "$HERALD_CMD" $args
+      run_one socketcluster-server "$SC_CMD" $args
+    fi
+  done
+done
+ELAPSED=$(( $(date +%s) - START ))
+
+TABLE=$("$BENCH" report "$RESULTS" --baseline socketcluster-server --subject herald) || exit 1
+
+# ---- the results section ----
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain -- crates bench 2>/dev/null)" ]; then COMMIT="$COMMIT (with uncommitted changes)"; fi
+CPU=$(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -1)
+MEM=$(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+SECTION=$(
+  echo "### Latest run"
+  echo
+  echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), $RUNS runs per scenario and server, script time $((ELAPSED / 60)) min $((ELAPSED % 60)) s"
+  echo "- Machine: $(nproc) cores ($CPU), $MEM RAM, Linux $(uname -r); server and load generator share the cores"
+  echo "- Herald: commit $COMMIT, \`cargo build --release\` ($(rustc --version | cut -d' ' -f2)); socketcluster-server $SC_VERSION on Node.js $(node --version)"
+  echo "- Command: \`scripts/bench-compare.sh --runs $RUNS --duration $DURATION --warmup $WARMUP${ONLY:+ --only $ONLY}\`"
+  echo
+  echo "$TABLE"
+  echo
+  echo "Commands run (\`{port}\` is a free port chosen per run; each run is made once with"
+  echo "\`--server-cmd \"node bench/sc-server.js {port}\" --label socketcluster-server\` and once with"
+  echo "\`--server-cmd \"target/release/herald serve --listen 127.0.0.1:{port}\" --label herald\`, plus \`--json --quiet\`):"
+  echo
+  echo '```'
+  for entry in "${SCENARIOS[@]}"; do
+    selected "${entry%%|*}" && echo "herald-bench ${entry#*|}"
+  done
+  echo '```'
+  echo
+  echo "Raw results: \`$RESULTS\` (not committed)."
+)
+
+if [ "$WRITE_DOC" = 1 ]; then
+  DOC=docs/benchmarks.md
+  if ! grep -q '<!-- bench-compare:begin -->' "$DOC" 2>/dev/null; then
+    echo "$DOC has no <!-- bench-compare:begin --> marker" >&2
+    echo "$SECTION"
+    exit 1
+  fi
+  SECTION_FILE=$(mktemp)
+  echo "$SECTION" > "$SECTION_FILE"
+  awk -v f="$SECTION_FILE" '
+    /<!-- bench-compare:begin -->/ { print; while ((getline line < f) > 0) print line; skip = 1; next }
+    /<!-- bench-compare:end -->/ { skip = 0 }
+    !skip { print }
+  ' "$DOC" > "$DOC.tmp" && mv "$DOC.tmp" "$DOC"
+  rm -f "$SECTION_FILE"
+  say "wrote the results into $DOC (raw: $RESULTS, log: $LOG, $((ELAPSED / 60)) min $((ELAPSED % 60)) s)"
+else
+  echo "$SECTION"
+fi
