@@ -32,6 +32,37 @@ fn push_cid(buf: &mut Vec<u8>, cid: &Cid) {
     buf.extend_from_slice(cid.0.to_string().as_bytes());
 }
 
+/// `{"event":E,"data":{"channel":C,KEY:V},"cid":N}`: the frames about one
+/// channel (publications, publish and subscribe requests, kick-outs), with
+/// the channel escaped and the value copied verbatim.
+fn channel_frame(
+    event: &str,
+    channel: &str,
+    key: &str,
+    value: Option<&RawValue>,
+    cid: Option<&Cid>,
+) -> Bytes {
+    let mut buf =
+        Vec::with_capacity(48 + event.len() + channel.len() + value.map_or(0, |v| v.get().len()));
+    buf.extend_from_slice(b"{\"event\":");
+    push_json_str(&mut buf, event);
+    buf.extend_from_slice(b",\"data\":{\"channel\":");
+    push_json_str(&mut buf, channel);
+    if let Some(value) = value {
+        buf.push(b',');
+        push_json_str(&mut buf, key);
+        buf.push(b':');
+        buf.extend_from_slice(value.get().as_bytes());
+    }
+    buf.push(b'}');
+    if let Some(cid) = cid {
+        buf.extend_from_slice(b",\"cid\":");
+        push_cid(&mut buf, cid);
+    }
+    buf.push(b'}');
+    Bytes::from(buf)
+}
+
 /// `{"event":E,"data":D}` with a raw (already encoded) data value.
 pub fn event_raw(event: &str, data: Option<&RawValue>) -> Bytes {
     request_raw(event, data, None)
@@ -80,33 +111,12 @@ pub fn event<T: Serialize + ?Sized>(event: &str, data: Option<&T>) -> Result<Byt
 /// This is the frame that is built once per publication and shared by every
 /// subscriber's queue.
 pub fn publication(channel: &str, data: Option<&RawValue>) -> Bytes {
-    let mut buf = Vec::with_capacity(48 + channel.len() + data.map_or(0, |d| d.get().len()));
-    buf.extend_from_slice(b"{\"event\":\"#publish\",\"data\":{\"channel\":");
-    push_json_str(&mut buf, channel);
-    if let Some(data) = data {
-        buf.extend_from_slice(b",\"data\":");
-        buf.extend_from_slice(data.get().as_bytes());
-    }
-    buf.extend_from_slice(b"}}");
-    Bytes::from(buf)
+    channel_frame("#publish", channel, "data", data, None)
 }
 
 /// A client's publish request: `{"event":"#publish","data":{"channel":C,"data":D},"cid":N}`.
 pub fn publish_request(channel: &str, data: Option<&RawValue>, cid: Option<&Cid>) -> Bytes {
-    let mut buf = Vec::with_capacity(56 + channel.len() + data.map_or(0, |d| d.get().len()));
-    buf.extend_from_slice(b"{\"event\":\"#publish\",\"data\":{\"channel\":");
-    push_json_str(&mut buf, channel);
-    if let Some(data) = data {
-        buf.extend_from_slice(b",\"data\":");
-        buf.extend_from_slice(data.get().as_bytes());
-    }
-    buf.push(b'}');
-    if let Some(cid) = cid {
-        buf.extend_from_slice(b",\"cid\":");
-        push_cid(&mut buf, cid);
-    }
-    buf.push(b'}');
-    Bytes::from(buf)
+    channel_frame("#publish", channel, "data", data, cid)
 }
 
 /// A successful reply without data: `{"rid":N}`.
@@ -193,15 +203,7 @@ pub fn remove_auth_token() -> Bytes {
 
 /// `{"event":"#kickOut","data":{"channel":C,"message":M}}`.
 pub fn kick_out(channel: &str, message: Option<&RawValue>) -> Bytes {
-    let mut buf = Vec::with_capacity(64 + channel.len());
-    buf.extend_from_slice(b"{\"event\":\"#kickOut\",\"data\":{\"channel\":");
-    push_json_str(&mut buf, channel);
-    if let Some(m) = message {
-        buf.extend_from_slice(b",\"message\":");
-        buf.extend_from_slice(m.get().as_bytes());
-    }
-    buf.extend_from_slice(b"}}");
-    Bytes::from(buf)
+    channel_frame("#kickOut", channel, "message", message, None)
 }
 
 /// A client's handshake: `{"event":"#handshake","data":{"authToken":T},"cid":N}`.
@@ -216,20 +218,7 @@ pub fn handshake_request(cid: &Cid, auth_token: Option<&str>) -> Bytes {
 
 /// A client's subscribe: `{"event":"#subscribe","data":{"channel":C,"data":D},"cid":N}`.
 pub fn subscribe_request(channel: &str, data: Option<&RawValue>, cid: Option<&Cid>) -> Bytes {
-    let mut buf = Vec::with_capacity(64 + channel.len());
-    buf.extend_from_slice(b"{\"event\":\"#subscribe\",\"data\":{\"channel\":");
-    push_json_str(&mut buf, channel);
-    if let Some(data) = data {
-        buf.extend_from_slice(b",\"data\":");
-        buf.extend_from_slice(data.get().as_bytes());
-    }
-    buf.push(b'}');
-    if let Some(cid) = cid {
-        buf.extend_from_slice(b",\"cid\":");
-        push_cid(&mut buf, cid);
-    }
-    buf.push(b'}');
-    Bytes::from(buf)
+    channel_frame("#subscribe", channel, "data", data, cid)
 }
 
 /// A client's unsubscribe: `{"event":"#unsubscribe","data":C,"cid":N}`.
