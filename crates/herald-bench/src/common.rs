@@ -92,7 +92,9 @@ impl Harness {
                 template: None,
                 log: None,
             }),
-            (None, None) => anyhow::bail!("give the server with --url (and --server-pid) or --server-cmd"),
+            (None, None) => {
+                anyhow::bail!("give the server with --url (and --server-pid) or --server-cmd")
+            }
         }
     }
 
@@ -105,9 +107,13 @@ impl Harness {
         let port = server.port();
         server.kill().await?;
         let killed = Instant::now();
-        let template = self.template.clone().context("restarting needs --server-cmd")?;
+        let template = self
+            .template
+            .clone()
+            .context("restarting needs --server-cmd")?;
         let fresh =
-            ManagedServer::start(&template, port, self.log.as_deref(), SERVER_READY_TIMEOUT).await?;
+            ManagedServer::start(&template, port, self.log.as_deref(), SERVER_READY_TIMEOUT)
+                .await?;
         let listening = Instant::now();
         self.pid = Some(fresh.pid());
         self.server = Some(fresh);

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, sleep};
 
 use crate::common::{Common, Harness, Progress};
-use crate::procstat::{Usage, clk_tck, sample};
+use crate::procstat::{ListenCounters, Usage, clk_tck, listen_counters, sample};
 use crate::stats::{bytes_per_connection, median, per_sec, thousands};
 use crate::worker::{Pool, PoolConfig, slices};
 
@@ -77,6 +77,10 @@ pub struct ConnsResult {
     pub failed_attempts: u64,
     /// Connections lost while idle.
     pub drops: u64,
+    /// Accept-queue overflows and SYN cookies on the machine while the
+    /// connections were set up.
+    #[serde(default)]
+    pub kernel: ListenCounters,
 }
 
 /// Median RSS (KiB) of `n` samples taken `every` apart.
@@ -86,7 +90,11 @@ async fn rss_median(pid: u32, n: usize, every: Duration) -> anyhow::Result<u64> 
         if i > 0 {
             sleep(every).await;
         }
-        v.push(sample(pid).context("cannot read the server's memory")?.rss_kib as f64);
+        v.push(
+            sample(pid)
+                .context("cannot read the server's memory")?
+                .rss_kib as f64,
+        );
     }
     Ok(median(&v).unwrap_or(0.0) as u64)
 }
@@ -120,6 +128,7 @@ async fn run_with(args: &ConnsArgs, harness: &Harness) -> anyhow::Result<ConnsRe
         backoff_max: Duration::from_secs(2),
         deadline: args.default_deadline() + Duration::from_secs(60),
     };
+    let listen_before = listen_counters();
     let s0 = sample(pid)?;
     let start = Instant::now();
     let pool = Pool::spawn(&cfg, &parts)?;
@@ -128,7 +137,13 @@ async fn run_with(args: &ConnsArgs, harness: &Harness) -> anyhow::Result<ConnsRe
             Duration::from_secs(30 + n as u64 / 200),
             &mut progress,
             |t| t.ready,
-            |t| format!("connected {}/{}", thousands(t.subscribed), thousands(n as u64)),
+            |t| {
+                format!(
+                    "connected {}/{}",
+                    thousands(t.subscribed),
+                    thousands(n as u64)
+                )
+            },
         )
         .await;
     let ready = match ready {
@@ -140,6 +155,7 @@ async fn run_with(args: &ConnsArgs, harness: &Harness) -> anyhow::Result<ConnsRe
     };
     let connect = start.elapsed();
     let s1 = sample(pid)?;
+    let kernel = listen_counters().since(&listen_before);
     progress.update(&format!(
         "{} connections in {:.1} s; settling",
         thousands(n as u64),
@@ -163,8 +179,9 @@ async fn run_with(args: &ConnsArgs, harness: &Harness) -> anyhow::Result<ConnsRe
         kib_per_connection: per / 1024.0,
         connect_s: connect.as_secs_f64(),
         connects_per_sec: per_sec(n as u64, connect),
-        server_connect: Usage::between(&s0, &s1, &[], clk_tck()),
+        server_connect: Usage::between(&s0, &s1, &[], clk_tck(), Duration::ZERO),
         failed_attempts: ready.failed,
         drops: t.drops,
+        kernel,
     })
 }

@@ -33,10 +33,13 @@ use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use crate::common::{Common, Harness, Progress, raise_nofile_limit};
-use crate::procstat::{Sampler, Usage};
+use crate::procstat::{ProcSample, Sampler, Usage, clk_tck, machine_ticks};
 use crate::seq::{SeqChecker, SeqCounts};
 use crate::stats::{LatencySummary, ShardedLatency, per_sec, rate, thousands};
 use crate::wire::{self, Read, Stamp, Ws};
+
+/// Default publications in flight per channel.
+pub const DEFAULT_WINDOW: u64 = 64;
 
 /// `fanout` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -66,17 +69,23 @@ pub struct FanoutArgs {
     /// Unmeasured time before it.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     pub warmup: Duration,
-    /// Most publications in flight per channel (sent, not yet delivered to
-    /// all its subscribers). Default: --inflight / (C × S), within 2..=1024.
+    /// Most publications in flight per channel: sent, not yet delivered to
+    /// every subscriber of the channel. It bounds each subscriber's queue on
+    /// the server, so it also bounds how many frames a server can write at
+    /// once. Default 64, lowered when needed to keep the deliveries in
+    /// flight under --max-inflight.
     #[arg(long)]
     pub window: Option<u64>,
-    /// Deliveries in flight over all channels that the default window aims at.
-    #[arg(long, default_value_t = 131_072)]
-    pub inflight: u64,
+    /// Cap on the deliveries in flight over all channels for the default
+    /// window.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_inflight: u64,
     /// Threads of the bench's own runtime (1: a current-thread runtime).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
-    /// Longest wait after the run for deliveries still in flight.
+    /// Wait after the run for deliveries still in flight: at least this
+    /// long if needed, longer (up to six times) when the measured rate says
+    /// the deliveries in flight need more.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     pub drain_timeout: Duration,
     /// Connections set up at the same time.
@@ -89,18 +98,19 @@ pub struct FanoutArgs {
 }
 
 impl FanoutArgs {
-    /// The window per channel: explicit, or derived from `--inflight`.
+    /// The window per channel: explicit, or 64 within `--max-inflight`.
     pub fn window(&self) -> u64 {
         self.window.unwrap_or_else(|| {
-            let per_pub = self.inflight / (u64::from(self.channels) * u64::from(self.subscribers)).max(1);
-            per_pub.clamp(2, 1024)
+            let subs = (u64::from(self.channels) * u64::from(self.subscribers)).max(1);
+            (self.max_inflight / subs).clamp(2, DEFAULT_WINDOW)
         })
     }
 
     /// Generous time for the whole run: setup, warm-up, run, drain.
     pub fn default_deadline(&self) -> Duration {
-        let conns = u64::from(self.channels) * u64::from(self.subscribers) + u64::from(self.publishers);
-        Duration::from_secs(60 + conns / 100) + self.warmup + self.duration + self.drain_timeout
+        let conns =
+            u64::from(self.channels) * u64::from(self.subscribers) + u64::from(self.publishers);
+        Duration::from_secs(60 + conns / 100) + self.warmup + self.duration + self.drain_timeout * 7
     }
 }
 
@@ -121,6 +131,9 @@ pub struct FanoutResult {
     pub target_rate: f64,
     /// Publications in flight allowed per channel.
     pub window: u64,
+    /// Threads of the bench's runtime.
+    #[serde(default)]
+    pub bench_threads: usize,
     /// Measured seconds.
     pub duration_s: f64,
     /// Warm-up seconds.
@@ -148,6 +161,10 @@ pub struct FanoutResult {
     pub disconnects: u64,
     /// Seconds the drain took.
     pub drain_s: f64,
+    /// CPU busy on the whole machine during the measurement, percent of one
+    /// core: well above server + bench means something else was running.
+    #[serde(default)]
+    pub machine_cpu_pct: Option<f64>,
     /// Server CPU and memory during the measurement (when its PID is known).
     pub server: Option<Usage>,
     /// The bench's own CPU and memory during the measurement.
@@ -208,7 +225,10 @@ impl Shared {
     }
 
     fn delivered(&self) -> u64 {
-        self.channels.iter().map(|c| c.delivered.load(Relaxed)).sum()
+        self.channels
+            .iter()
+            .map(|c| c.delivered.load(Relaxed))
+            .sum()
     }
 
     fn sent(&self) -> u64 {
@@ -233,6 +253,10 @@ async fn run_subscriber(shared: Arc<Shared>, me: Arc<Sub>, key: usize, channel: 
             let mut st = me.state.lock();
             let st = &mut *st;
             let mut next = Some(first);
+            // The clock is read once per 32 messages: they were all in the
+            // socket's buffer already.
+            let mut now = shared.now_ns();
+            let mut since_clock = 0u32;
             // Everything already buffered, under one lock.
             while let Some(msg) = next.take() {
                 let msg = match msg {
@@ -243,11 +267,18 @@ async fn run_subscriber(shared: Arc<Shared>, me: Arc<Sub>, key: usize, channel: 
                     }
                 };
                 if let Some((code, reason)) = msg.as_close() {
-                    ended = Some(format!("closed by the server: {} {reason}", u16::from(code)));
+                    ended = Some(format!(
+                        "closed by the server: {} {reason}",
+                        u16::from(code)
+                    ));
                     break;
                 }
                 let Some(text) = msg.as_text() else { continue };
-                let now = shared.now_ns();
+                since_clock += 1;
+                if since_clock == 32 {
+                    now = shared.now_ns();
+                    since_clock = 0;
+                }
                 let read = wire::read_message(text, |ch, stamp| match stamp {
                     Some(Stamp {
                         publisher,
@@ -339,7 +370,8 @@ async fn run_publisher(shared: Arc<Shared>, plan: PubPlan, mut ws: Ws) -> (Ws, O
             if n == 0 {
                 let wake = match plan.interval {
                     Some(iv) if room > 0 => {
-                        plan.start + Duration::from_nanos((iv.as_nanos() as u64).saturating_mul(seq))
+                        plan.start
+                            + Duration::from_nanos((iv.as_nanos() as u64).saturating_mul(seq))
                     }
                     _ => now + Duration::from_millis(1),
                 };
@@ -358,7 +390,9 @@ async fn run_publisher(shared: Arc<Shared>, plan: PubPlan, mut ws: Ws) -> (Ws, O
                     sent_ns: shared.now_ns(),
                 };
                 let frame = wire::publish_frame(&name, stamp, plan.payload, &mut scratch);
-                ws.feed(wire::text(frame)).await.map_err(|e| e.to_string())?;
+                ws.feed(wire::text(frame))
+                    .await
+                    .map_err(|e| e.to_string())?;
                 seq += 1;
             }
             ws.flush().await.map_err(|e| e.to_string())?;
@@ -383,7 +417,10 @@ async fn handle_publisher_inbound(
         Some(Err(e)) => Err(e.to_string()),
         Some(Ok(m)) => {
             if let Some((code, reason)) = m.as_close() {
-                return Err(format!("closed by the server: {} {reason}", u16::from(code)));
+                return Err(format!(
+                    "closed by the server: {} {reason}",
+                    u16::from(code)
+                ));
             }
             if m.as_text() == Some("") {
                 ws.send(wire::pong()).await.map_err(|e| e.to_string())?;
@@ -441,7 +478,11 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
     let mut sub_tasks: Vec<JoinHandle<()>> = Vec::with_capacity(total_subs);
     for i in 0..total_subs {
         let channel = (i % c as usize) as u32;
-        let publishers_here = if channel < p { (p - channel).div_ceil(c) } else { 0 };
+        let publishers_here = if channel < p {
+            (p - channel).div_ceil(c)
+        } else {
+            0
+        };
         let me = Arc::new(Sub {
             state: Mutex::new(SubState {
                 checkers: vec![SeqChecker::new(); publishers_here as usize],
@@ -455,14 +496,24 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
         let source = wire::source_addr(2, args.sources, i);
         sub_tasks.push(tokio::spawn(async move {
             let ws = {
-                let Ok(_permit) = sem.acquire().await else { return };
+                let Ok(_permit) = sem.acquire().await else {
+                    return;
+                };
                 let name = channel_name(channel);
-                match wire::connect_subscribed(&target, Some(source), Some(&name), Duration::from_secs(30))
-                    .await
+                match wire::connect_subscribed(
+                    &target,
+                    Some(source),
+                    Some(&name),
+                    Duration::from_secs(30),
+                )
+                .await
                 {
                     Ok(ws) => ws,
                     Err(e) => {
-                        shared.failures.lock().push(format!("subscriber {i} from {source}: {e}"));
+                        shared
+                            .failures
+                            .lock()
+                            .push(format!("subscriber {i} from {source}: {e}"));
                         return;
                     }
                 }
@@ -483,7 +534,11 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
         if ready == total_subs {
             break;
         }
-        progress.update(&format!("subscribers {}/{}", thousands(ready as u64), thousands(total_subs as u64)));
+        progress.update(&format!(
+            "subscribers {}/{}",
+            thousands(ready as u64),
+            thousands(total_subs as u64)
+        ));
         sleep(Duration::from_millis(50)).await;
     }
     let setup_secs = setup_start.elapsed().as_secs_f64();
@@ -492,9 +547,10 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
     let mut pub_ws = Vec::with_capacity(p as usize);
     for i in 0..p {
         let source = wire::source_addr(2, args.sources, total_subs + i as usize);
-        let ws = wire::connect_subscribed(&harness.target, Some(source), None, Duration::from_secs(30))
-            .await
-            .with_context(|| format!("publisher {i}"))?;
+        let ws =
+            wire::connect_subscribed(&harness.target, Some(source), None, Duration::from_secs(30))
+                .await
+                .with_context(|| format!("publisher {i}"))?;
         pub_ws.push(ws);
     }
     progress.update(&format!(
@@ -502,7 +558,9 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
         thousands(total_subs as u64)
     ));
 
-    let server = harness.pid.map(|pid| Sampler::start(pid, Duration::from_millis(250)));
+    let server = harness
+        .pid
+        .map(|pid| Sampler::start(pid, Duration::from_millis(250)));
     let bench = Sampler::start(std::process::id(), Duration::from_millis(250));
 
     let t0 = Instant::now();
@@ -527,6 +585,8 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
     let warm_end = t0 + args.warmup;
     let end = warm_end + args.duration;
     let mut last = (Instant::now(), shared.delivered());
+    let mut last_server = server.as_ref().and_then(Sampler::now);
+    let mut machine_a = None;
     let tick = Duration::from_millis(1000);
     let mut phase_end = warm_end;
     let mut boundary = None;
@@ -537,6 +597,7 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
                 // Warm-up over: start measuring.
                 shared.latency.reset();
                 shared.measuring.store(true, Relaxed);
+                machine_a = machine_ticks();
                 boundary = Some((
                     Instant::now(),
                     shared.delivered(),
@@ -553,12 +614,23 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
         let (t, d) = (Instant::now(), shared.delivered());
         let r = per_sec(d - last.1, t - last.0);
         last = (t, d);
-        let what = if boundary.is_some() { "measuring" } else { "warm-up" };
-        let cpu = server
-            .as_ref()
-            .and_then(|s| s.latest())
-            .map(|_| String::new())
-            .unwrap_or_default();
+        let what = if boundary.is_some() {
+            "measuring"
+        } else {
+            "warm-up"
+        };
+        let cpu = match (server.as_ref().and_then(Sampler::now), last_server) {
+            (Some(now), Some(prev)) => {
+                last_server = Some(now);
+                let pct = crate::stats::cpu_percent(
+                    now.cpu_ticks.saturating_sub(prev.cpu_ticks),
+                    clk_tck(),
+                    now.at.saturating_duration_since(prev.at),
+                );
+                format!(", server CPU {pct:.0}%")
+            }
+            _ => String::new(),
+        };
         progress.update(&format!(
             "{what} {:.0}/{:.0} s: {} deliveries/s{cpu}",
             (t - t0).as_secs_f64(),
@@ -572,6 +644,7 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
     shared.measuring.store(false, Relaxed);
     let server_b = server.as_ref().and_then(Sampler::now);
     let bench_b = bench.now();
+    let machine_b = machine_ticks();
     shared.stop.store(true, Relaxed);
     let (m_start, delivered_start, sent_start, server_a, bench_a) =
         boundary.context("measurement never started")?;
@@ -593,10 +666,19 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
         }
     }
 
-    // Drain: wait for the deliveries in flight.
+    // Drain: wait for the deliveries in flight, as long as they should take
+    // at the measured rate (twice over, plus a second), within the limit.
     let expected_total = shared.sent() * u64::from(s);
+    let in_flight = expected_total.saturating_sub(shared.delivered());
+    let drain_limit = args.drain_timeout.max(
+        Duration::from_secs_f64(
+            2.0 * in_flight as f64 / per_sec(delivered_end - delivered_start, measured).max(1.0)
+                + 1.0,
+        )
+        .min(args.drain_timeout * 6),
+    );
     let drain_start = Instant::now();
-    while shared.delivered() < expected_total && drain_start.elapsed() < args.drain_timeout {
+    while shared.delivered() < expected_total && drain_start.elapsed() < drain_limit {
         progress.update(&format!(
             "draining: {} deliveries in flight",
             thousands(expected_total.saturating_sub(shared.delivered()))
@@ -626,7 +708,10 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
         }
     }
     if let Some(e) = publisher_errors.first() {
-        eprintln!("warning: {} publisher(s) failed; first: {e}", publisher_errors.len());
+        eprintln!(
+            "warning: {} publisher(s) failed; first: {e}",
+            publisher_errors.len()
+        );
     }
     if disconnects > 0 {
         let reason = subs
@@ -635,7 +720,8 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
             .unwrap_or_default();
         eprintln!("warning: {disconnects} subscriber(s) disconnected; first: {reason}");
     }
-    let usage = |s: &Option<Sampler>, a: Option<_>, b: Option<_>| match (s, a, b) {
+    let usage = |s: Option<&Sampler>, a: Option<ProcSample>, b: Option<ProcSample>| match (s, a, b)
+    {
         (Some(s), Some(a), Some(b)) => Some(s.usage(&a, &b)),
         _ => None,
     };
@@ -649,6 +735,7 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
         payload_bytes: args.payload,
         target_rate: args.rate,
         window,
+        bench_threads: args.threads.max(1),
         duration_s: measured.as_secs_f64(),
         warmup_s: args.warmup.as_secs_f64(),
         publications,
@@ -662,8 +749,16 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
         misrouted,
         disconnects,
         drain_s,
-        server: usage(&server, server_a, server_b),
-        bench: usage(&Some(bench), bench_a, bench_b),
+        machine_cpu_pct: match (machine_a, machine_b) {
+            (Some((busy_a, _)), Some((busy_b, _))) => Some(crate::stats::cpu_percent(
+                busy_b.saturating_sub(busy_a),
+                clk_tck(),
+                measured,
+            )),
+            _ => None,
+        },
+        server: usage(server.as_ref(), server_a, server_b),
+        bench: usage(Some(&bench), bench_a, bench_b),
     })
 }
 

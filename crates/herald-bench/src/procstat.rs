@@ -58,6 +58,76 @@ pub fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     })
 }
 
+/// Busy and total clock ticks of the whole machine, from the text of
+/// `/proc/stat` (busy excludes idle and iowait).
+pub fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_ascii_whitespace()
+        .skip(1)
+        .take(8)
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if v.len() < 8 {
+        return None;
+    }
+    let total: u64 = v.iter().sum();
+    Some((total - v[3] - v[4], total))
+}
+
+/// Busy and total clock ticks of the whole machine now.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    parse_machine_ticks(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Kernel TCP counters that reveal a server's accept queue overflowing
+/// (`/proc/net/netstat`, machine-wide).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ListenCounters {
+    /// Connections dropped because a listen queue was full.
+    pub listen_overflows: u64,
+    /// SYN cookies sent (the SYN queue was full).
+    pub syncookies_sent: u64,
+}
+
+impl ListenCounters {
+    /// Counter increases from `earlier` to `self`.
+    pub fn since(&self, earlier: &ListenCounters) -> ListenCounters {
+        ListenCounters {
+            listen_overflows: self
+                .listen_overflows
+                .saturating_sub(earlier.listen_overflows),
+            syncookies_sent: self.syncookies_sent.saturating_sub(earlier.syncookies_sent),
+        }
+    }
+}
+
+/// [`ListenCounters`] from the text of `/proc/net/netstat` (a `TcpExt:`
+/// line of names followed by a `TcpExt:` line of values).
+pub fn parse_listen_counters(netstat: &str) -> Option<ListenCounters> {
+    let mut lines = netstat.lines().filter(|l| l.starts_with("TcpExt:"));
+    let names = lines.next()?.split_ascii_whitespace();
+    let values = lines.next()?.split_ascii_whitespace();
+    let mut c = ListenCounters::default();
+    for (name, value) in names.zip(values).skip(1) {
+        let v = value.parse().ok()?;
+        match name {
+            "ListenOverflows" => c.listen_overflows = v,
+            "SyncookiesSent" => c.syncookies_sent = v,
+            _ => {}
+        }
+    }
+    Some(c)
+}
+
+/// The machine's [`ListenCounters`] now.
+pub fn listen_counters() -> ListenCounters {
+    std::fs::read_to_string("/proc/net/netstat")
+        .ok()
+        .and_then(|t| parse_listen_counters(&t))
+        .unwrap_or_default()
+}
+
 /// Reads a process's counters now.
 pub fn sample(pid: u32) -> io::Result<ProcSample> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what} of {pid}"));
@@ -88,8 +158,15 @@ pub struct Usage {
 
 impl Usage {
     /// Usage between two boundary samples `a` and `b`, with the periodic
-    /// `samples` taken meanwhile for the peaks. `clk` is [`clk_tck`].
-    pub fn between(a: &ProcSample, b: &ProcSample, samples: &[ProcSample], clk: u64) -> Usage {
+    /// `samples` taken meanwhile for the peaks (over spans of at least
+    /// `min_span`). `clk` is [`clk_tck`].
+    pub fn between(
+        a: &ProcSample,
+        b: &ProcSample,
+        samples: &[ProcSample],
+        clk: u64,
+        min_span: Duration,
+    ) -> Usage {
         let mib = |kib: u64| kib as f64 / 1024.0;
         let mut points: Vec<ProcSample> = std::iter::once(*a)
             .chain(
@@ -103,18 +180,24 @@ impl Usage {
         points.sort_by_key(|s| s.at);
         let ticks = b.cpu_ticks.saturating_sub(a.cpu_ticks);
         let wall = b.at.saturating_duration_since(a.at);
-        let cpu_peak_pct = points
-            .windows(2)
-            .map(|w| {
-                cpu_percent(
-                    w[1].cpu_ticks.saturating_sub(w[0].cpu_ticks),
-                    clk,
-                    w[1].at.saturating_duration_since(w[0].at),
-                )
-            })
-            .fold(0.0, f64::max);
+        let cpu_avg_pct = cpu_percent(ticks, clk, wall);
+        // The peak is taken over spans of at least `min_span`: over shorter
+        // ones the clock-tick granularity would dominate.
+        let mut cpu_peak_pct: f64 = 0.0;
+        let mut start = points[0];
+        for p in &points[1..] {
+            let span = p.at.saturating_duration_since(start.at);
+            if span >= min_span {
+                let pct = cpu_percent(p.cpu_ticks.saturating_sub(start.cpu_ticks), clk, span);
+                cpu_peak_pct = cpu_peak_pct.max(pct);
+                start = *p;
+            }
+        }
+        if cpu_peak_pct == 0.0 {
+            cpu_peak_pct = cpu_avg_pct;
+        }
         Usage {
-            cpu_avg_pct: cpu_percent(ticks, clk, wall),
+            cpu_avg_pct,
             cpu_peak_pct,
             cpu_secs: ticks as f64 / clk.max(1) as f64,
             rss_peak_mib: mib(points.iter().map(|s| s.rss_kib).max().unwrap_or(0)),
@@ -126,6 +209,7 @@ impl Usage {
 /// Samples one process every `every` on a thread of its own.
 pub struct Sampler {
     pid: u32,
+    every: Duration,
     samples: Arc<Mutex<Vec<ProcSample>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
@@ -154,6 +238,7 @@ impl Sampler {
         };
         Self {
             pid,
+            every,
             samples,
             stop,
             thread,
@@ -180,7 +265,7 @@ impl Sampler {
 
     /// Usage between two boundary samples.
     pub fn usage(&self, a: &ProcSample, b: &ProcSample) -> Usage {
-        Usage::between(a, b, &self.samples.lock(), clk_tck())
+        Usage::between(a, b, &self.samples.lock(), clk_tck(), self.every * 4 / 5)
     }
 
     /// Highest `VmHWM` seen (the process's lifetime peak RSS), MiB.
@@ -234,12 +319,38 @@ mod tests {
         let a = at(0, 100, 1024);
         let b = at(1000, 200, 2048);
         // A busy first half (2 cores), an idle second half; a memory peak.
-        let mid = [at(500, 200, 4096), at(2000, 999, 99999)];
-        let u = Usage::between(&a, &b, &mid, 100);
+        let mid = [at(500, 200, 4096), at(510, 210, 4096), at(2000, 999, 99999)];
+        let u = Usage::between(&a, &b, &mid, 100, Duration::from_millis(400));
         assert_eq!(u.cpu_avg_pct, 100.0);
+        // 0→500 ms: 200%; the 10 ms sliver (100%) is folded into 500→1000.
         assert_eq!(u.cpu_peak_pct, 200.0);
         assert_eq!(u.cpu_secs, 1.0);
         assert_eq!(u.rss_peak_mib, 4.0);
         assert_eq!(u.rss_end_mib, 2.0);
+        // A window shorter than the span: the peak is the average.
+        let u = Usage::between(&a, &b, &[], 100, Duration::from_secs(5));
+        assert_eq!(u.cpu_peak_pct, 100.0);
+    }
+
+    #[test]
+    fn listen_counters_from_netstat() {
+        let text = "TcpExt: SyncookiesSent SyncookiesRecv ListenOverflows\nTcpExt: 5 6 7\nIpExt: A\nIpExt: 1\n";
+        let c = parse_listen_counters(text).unwrap();
+        assert_eq!((c.syncookies_sent, c.listen_overflows), (5, 7));
+        let later = ListenCounters {
+            listen_overflows: 10,
+            syncookies_sent: 5,
+        };
+        assert_eq!(later.since(&c).listen_overflows, 3);
+        let _ = listen_counters();
+    }
+
+    #[test]
+    fn machine_busy_share() {
+        let stat = "cpu  100 5 50 800 20 3 2 10 0 0\ncpu0 1 2 3 4\n";
+        // busy = user+nice+system+irq+softirq+steal = 170; total = 990.
+        assert_eq!(parse_machine_ticks(stat), Some((170, 990)));
+        let (busy, total) = machine_ticks().unwrap();
+        assert!(busy <= total);
     }
 }

@@ -16,10 +16,10 @@
 //! (publications made but not delivered before the drain deadline) to the
 //! losses.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Delivery counts of one checker, or summed over many.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeqCounts {
     /// Deliveries seen (all of them, good or bad).
     pub received: u64,
@@ -147,13 +147,14 @@ mod tests {
     #[test]
     fn counts_add_up() {
         let mut total = SeqCounts::default();
+        // 1 skipped.
         total.add(&run(&[0, 2], 3));
         total.add(&run(&[0, 0], 1));
         assert_eq!(
             total,
             SeqCounts {
                 received: 4,
-                lost: 2,
+                lost: 1,
                 duplicated: 1,
                 reordered: 0
             }

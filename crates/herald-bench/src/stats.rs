@@ -182,7 +182,7 @@ pub fn thousands(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -251,7 +251,10 @@ mod tests {
         assert_eq!(cpu_percent(150, 100, Duration::from_secs(1)), 150.0);
         assert_eq!(cpu_percent(1, 0, Duration::from_secs(1)), 0.0);
         // 40 MiB more for 10,000 connections: 4 KiB each.
-        assert_eq!(bytes_per_connection(10_000, 10_000 + 40_000, 10_000), 4096.0);
+        assert_eq!(
+            bytes_per_connection(10_000, 10_000 + 40_000, 10_000),
+            4096.0
+        );
         assert_eq!(bytes_per_connection(2, 1, 1), -1024.0);
         assert_eq!(bytes_per_connection(1, 2, 0), 0.0);
         assert_eq!(ratio(3.0, 2.0), Some(1.5));

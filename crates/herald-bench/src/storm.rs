@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::sleep;
 
 use crate::common::{Common, Harness, Progress, mono_ns};
-use crate::procstat::{Sampler, Usage};
+use crate::procstat::{ListenCounters, Sampler, Usage, listen_counters};
 use crate::stats::thousands;
 use crate::worker::{Pool, PoolConfig, slices};
 
@@ -98,6 +98,10 @@ pub struct StormResult {
     pub server_hwm_mib: f64,
     /// Failed connection attempts over the whole run.
     pub failed_attempts: u64,
+    /// Accept-queue overflows and SYN cookies on the machine from the kill
+    /// until all were back: the server's listen backlog was too short.
+    #[serde(default)]
+    pub kernel: ListenCounters,
 }
 
 /// Runs the scenario.
@@ -140,10 +144,11 @@ async fn run_with(args: &StormArgs, harness: &mut Harness) -> anyhow::Result<Sto
         sleep(args.settle).await;
 
         progress.update("killing the server");
+        let listen_before = listen_counters();
         let (killed, listening) = harness.kill_and_restart().await?;
         let listen_ns = mono_ns();
         let pid = harness.pid.context("restarted server has no PID")?;
-        let sampler = Sampler::start(pid, Duration::from_millis(50));
+        let sampler = Sampler::start(pid, Duration::from_millis(100));
         let a = sampler.now().context("cannot read the restarted server")?;
         let waited = pool
             .wait_for(
@@ -154,6 +159,7 @@ async fn run_with(args: &StormArgs, harness: &mut Harness) -> anyhow::Result<Sto
             )
             .await;
         let b = sampler.now().context("cannot read the restarted server")?;
+        let kernel = listen_counters().since(&listen_before);
         let totals = pool.totals();
         progress.done();
         let recovery_s = match waited {
@@ -179,6 +185,7 @@ async fn run_with(args: &StormArgs, harness: &mut Harness) -> anyhow::Result<Sto
             server: sampler.usage(&a, &b),
             server_hwm_mib: sampler.hwm_mib(),
             failed_attempts: totals.failed,
+            kernel,
         })
     }
     .await;

@@ -110,13 +110,25 @@ async fn idle(mut ws: Ws) {
     }
 }
 
-async fn client(index: usize, args: Arc<WorkerArgs>, target: Arc<Target>, sem: Arc<Semaphore>, c: Arc<Counters>) {
+async fn client(
+    index: usize,
+    args: Arc<WorkerArgs>,
+    target: Arc<Target>,
+    sem: Arc<Semaphore>,
+    c: Arc<Counters>,
+) {
     let channel = format!("bench/{}", index % args.channels.max(1) as usize);
     let mut permit = sem.acquire_owned().await.ok();
     let mut subscribes = 0u32;
     let mut attempt = 0u32;
     loop {
-        let r = wire::connect_subscribed(&target, Some(args.source), Some(&channel), args.connect_timeout).await;
+        let r = wire::connect_subscribed(
+            &target,
+            Some(args.source),
+            Some(&channel),
+            args.connect_timeout,
+        )
+        .await;
         drop(permit.take());
         match r {
             Ok(ws) => {
@@ -131,8 +143,11 @@ async fn client(index: usize, args: Arc<WorkerArgs>, target: Arc<Target>, sem: A
                 c.subscribed.fetch_sub(1, Relaxed);
                 c.drops.fetch_add(1, Relaxed);
             }
-            Err(_) => {
-                c.failed.fetch_add(1, Relaxed);
+            Err(e) => {
+                let n = c.failed.fetch_add(1, Relaxed);
+                if n < 10 && std::env::var_os("HERALD_BENCH_DEBUG").is_some() {
+                    eprintln!("worker: client {index}: attempt failed: {e}");
+                }
             }
         }
         let cap = backoff_cap(args.backoff_initial, args.backoff_max, attempt);
@@ -152,7 +167,10 @@ fn say(line: &str) {
 pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let limit = raise_nofile_limit();
     if args.count as u64 + 32 > limit {
-        say(&format!("fatal {} clients exceed the open-file limit {limit}", args.count));
+        say(&format!(
+            "fatal {} clients exceed the open-file limit {limit}",
+            args.count
+        ));
         bail!("too many clients for one process");
     }
     let target = Arc::new(Target::parse(&args.url)?);
@@ -166,7 +184,13 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     let counters = Arc::new(Counters::default());
     let sem = Arc::new(Semaphore::new(args.concurrency.max(1)));
     for i in 0..args.count {
-        tokio::spawn(client(args.first + i, args.clone(), target.clone(), sem.clone(), counters.clone()));
+        tokio::spawn(client(
+            args.first + i,
+            args.clone(),
+            target.clone(),
+            sem.clone(),
+            counters.clone(),
+        ));
     }
     let deadline = Instant::now() + args.deadline;
     let count = args.count as u64;
@@ -274,9 +298,18 @@ impl Pool {
                 .args(["--channels", &cfg.channels.to_string()])
                 .args(["--source", &s.source.to_string()])
                 .args(["--concurrency", &cfg.concurrency.to_string()])
-                .args(["--backoff-initial", &humantime::format_duration(cfg.backoff_initial).to_string()])
-                .args(["--backoff-max", &humantime::format_duration(cfg.backoff_max).to_string()])
-                .args(["--deadline", &humantime::format_duration(cfg.deadline).to_string()])
+                .args([
+                    "--backoff-initial",
+                    &humantime::format_duration(cfg.backoff_initial).to_string(),
+                ])
+                .args([
+                    "--backoff-max",
+                    &humantime::format_duration(cfg.backoff_max).to_string(),
+                ])
+                .args([
+                    "--deadline",
+                    &humantime::format_duration(cfg.deadline).to_string(),
+                ])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
@@ -358,7 +391,10 @@ impl Pool {
             drop(c.stdin.take());
         }
         for c in &mut self.children {
-            if tokio::time::timeout(Duration::from_secs(5), c.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_secs(5), c.wait())
+                .await
+                .is_err()
+            {
                 let _ = c.start_kill();
                 let _ = c.wait().await;
             }
