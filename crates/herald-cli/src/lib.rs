@@ -199,8 +199,7 @@ pub async fn serve(
         builder = builder.node_id(id.clone());
     }
     let server = customize(builder).build();
-    let listener = tokio::net::TcpListener::bind(settings.listen)
-        .await
+    let listener = herald::Server::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
     tracing::warn!(

@@ -162,9 +162,20 @@ impl Conn {
         let mut peer_close: Option<(u16, String)> = None;
         let mut was_handshaken = false;
 
+        // The notification futures live across iterations: creating them
+        // anew on every turn would register and unregister a waiter (a lock)
+        // each time. Each is re-armed after it fires.
+        let kill = shared.kill.notified();
+        tokio::pin!(kill);
+        let auth_changed = shared.auth_changed.notified();
+        tokio::pin!(auth_changed);
+        let shutdown = server.shutdown.cancelled();
+        tokio::pin!(shutdown);
+
         loop {
             tokio::select! {
-                _ = shared.kill.notified() => {
+                _ = &mut kill => {
+                    kill.set(shared.kill.notified());
                     if let Some((code, reason)) = shared.requested_close() {
                         let reason = reason.unwrap_or_else(|| close::reason(code).to_owned());
                         // A slow consumer's queue is dropped; otherwise the
@@ -178,7 +189,7 @@ impl Conn {
                         return close_ws(ws, code, reason).await;
                     }
                 }
-                _ = server.shutdown.cancelled() => {
+                _ = &mut shutdown => {
                     self.drain(ws, rx).await;
                     return close_ws(ws, close::GOING_AWAY, "Server is shutting down".into()).await;
                 }
@@ -248,7 +259,8 @@ impl Conn {
                     expiry_armed = false;
                     self.expire_token();
                 }
-                _ = shared.auth_changed.notified() => {
+                _ = &mut auth_changed => {
+                    auth_changed.set(shared.auth_changed.notified());
                     match shared.auth.lock().as_ref().and_then(|a| a.expiry) {
                         Some(exp) => {
                             let now = unix_now();
@@ -285,7 +297,7 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let timeout = self.server.config.write_timeout;
+        let write_timeout = self.server.config.write_timeout;
         let work = async {
             let mut next = Some(first);
             let mut written = 0;
@@ -303,9 +315,15 @@ impl Conn {
             }
             ws.flush().await.map_err(|e| e.to_string())
         };
-        match tokio::time::timeout(timeout, work).await {
+        tokio::pin!(work);
+        // Most batches complete without blocking: arm the write timer (a
+        // timer-wheel registration) only for a write that has to wait.
+        if let std::task::Poll::Ready(r) = futures_util::poll!(&mut work) {
+            return r;
+        }
+        match tokio::time::timeout(write_timeout, work).await {
             Ok(r) => r,
-            Err(_) => Err(format!("write blocked for more than {timeout:?}")),
+            Err(_) => Err(format!("write blocked for more than {write_timeout:?}")),
         }
     }
 

@@ -397,11 +397,31 @@ impl Server {
             }
             this.close_sockets(Duration::from_secs(5)).await;
         };
+        // Frames are batched by the connection task; Nagle's algorithm would
+        // only add delayed-ACK stalls (40 ms) to small writes.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(signal)
             .await?;
         self.0.registry.broker().shutdown().await;
         Ok(())
+    }
+
+    /// Binds a listener for [`Server::serve`] with a long accept backlog
+    /// (4096, capped by the kernel's `somaxconn`), so that thousands of
+    /// clients reconnecting at once after a restart wait in the queue instead
+    /// of in TCP retransmission timeouts.
+    pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(4096)
     }
 
     /// Stops the server: refuses new sockets, closes every open socket with

@@ -56,6 +56,29 @@ fn accept_key(key: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(sha.finalize())
 }
 
+/// A copy of the URI that owns its bytes. hyper parses the request as
+/// slices of its read buffer; a plain clone would keep that whole buffer
+/// (16 KiB) alive for the life of the socket.
+fn owned_uri(uri: &http::Uri) -> http::Uri {
+    uri.path_and_query()
+        .and_then(|pq| http::Uri::try_from(pq.as_str().to_owned()).ok())
+        .unwrap_or_default()
+}
+
+/// A copy of the headers that owns its bytes (see [`owned_uri`]).
+fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name = header::HeaderName::from_bytes(name.as_str().as_bytes());
+        let copy = HeaderValue::from_bytes(value.as_bytes());
+        if let (Ok(name), Ok(mut copy)) = (name, copy) {
+            copy.set_sensitive(value.is_sensitive());
+            owned.append(name, copy);
+        }
+    }
+    owned
+}
+
 fn plain(status: StatusCode, msg: &str) -> Response {
     (status, msg.to_owned()).into_response()
 }
@@ -91,8 +114,8 @@ async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let info = RequestInfo {
-        uri: req.uri().clone(),
-        headers: req.headers().clone(),
+        uri: owned_uri(req.uri()),
+        headers: owned_headers(req.headers()),
         remote_addr,
     };
     for m in &inner.middleware {
