@@ -50,6 +50,11 @@ pub struct FanoutArgs {
     /// Publishing connections; publisher i publishes on channel i mod C.
     #[arg(long, short = 'P', default_value_t = 1)]
     pub publishers: u32,
+    /// Connect the publishers to this URL instead of the server under test:
+    /// another node of the same cluster, for cross-node scenarios (publisher
+    /// on node A, subscribers on node B through a broker).
+    #[arg(long, value_name = "URL")]
+    pub publish_url: Option<String>,
     /// Channels.
     #[arg(long, short = 'C', default_value_t = 1)]
     pub channels: u32,
@@ -543,12 +548,16 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
     }
     let setup_secs = setup_start.elapsed().as_secs_f64();
 
-    // Publishers: connect and handshake.
+    // Publishers: connect and handshake (to another node when asked).
+    let publish_target = match &args.publish_url {
+        Some(url) => wire::Target::parse(url)?,
+        None => harness.target.clone(),
+    };
     let mut pub_ws = Vec::with_capacity(p as usize);
     for i in 0..p {
         let source = wire::source_addr(2, args.sources, total_subs + i as usize);
         let ws =
-            wire::connect_subscribed(&harness.target, Some(source), None, Duration::from_secs(30))
+            wire::connect_subscribed(&publish_target, Some(source), None, Duration::from_secs(30))
                 .await
                 .with_context(|| format!("publisher {i}"))?;
         pub_ws.push(ws);
