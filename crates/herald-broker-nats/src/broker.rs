@@ -359,12 +359,7 @@ impl NatsBroker {
     /// answers now; once connected, the broker reconnects by itself forever.
     pub async fn connect(url: &str, options: NatsOptions) -> Result<NatsBroker, BrokerError> {
         let subjects = SubjectMap::new(&options.prefix, options.max_subject_len).map_err(error)?;
-        let servers: Vec<String> = url
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let servers = crate::options::split_servers(url);
         if servers.is_empty() {
             return Err(error("no NATS server URL given"));
         }

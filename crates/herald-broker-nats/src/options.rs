@@ -124,6 +124,15 @@ impl NatsOptions {
     }
 }
 
+/// The server URLs of a comma-separated list, trimmed, empty entries dropped.
+pub(crate) fn split_servers(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Splits a `--broker` spec into the server URLs and the options:
 ///
 /// `nats://HOST:PORT[,nats://HOST:PORT...][?prefix=P&name=N&when_down=local|fail]`
@@ -136,12 +145,7 @@ pub(crate) fn parse_spec(spec: &str) -> Result<(Vec<String>, NatsOptions), Strin
         Some((servers, query)) => (servers, Some(query)),
         None => (spec, None),
     };
-    let servers: Vec<String> = servers
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let servers = split_servers(servers);
     if servers.is_empty() {
         return Err("no NATS server in the broker URL".to_owned());
     }

@@ -257,7 +257,7 @@ impl Conn {
                 }
                 _ = &mut token_expiry, if expiry_armed => {
                     expiry_armed = false;
-                    self.expire_token();
+                    self.check_token_expiry();
                 }
                 _ = &mut auth_changed => {
                     auth_changed.set(shared.auth_changed.notified());
@@ -845,22 +845,9 @@ impl Conn {
         self.server.tasks.spawn(handler(message));
     }
 
-    /// Deauthenticates the socket if its token expired (checked before each
-    /// action, as socketcluster-server does, besides the expiry timer).
+    /// Deauthenticates the socket if its token expired: run when the expiry
+    /// timer fires and before each action, as socketcluster-server does.
     fn check_token_expiry(&self) {
-        let expired = self
-            .shared
-            .auth
-            .lock()
-            .as_ref()
-            .and_then(|a| a.expiry)
-            .is_some_and(|exp| unix_now() >= exp);
-        if expired {
-            self.expire_token();
-        }
-    }
-
-    fn expire_token(&self) {
         let expired = {
             let auth = self.shared.auth.lock();
             auth.as_ref()
