@@ -430,7 +430,9 @@ mod tests {
         // The publish request itself parses as a publish (with the full parser).
         let publish = std::str::from_utf8(&publish).unwrap();
         match inbound::parse(publish).unwrap() {
-            inbound::Message::One(Ok(Packet::Publish { channel, data, cid })) => {
+            inbound::Message::One(Ok(Packet::Publish {
+                channel, data, cid, ..
+            })) => {
                 assert_eq!(channel, "bench/3");
                 assert!(cid.is_none());
                 assert_eq!(decode_data(data.unwrap().get()), Some(st));

@@ -197,12 +197,12 @@ impl Shared {
 
     /// A message arrived on `channel`'s subscription.
     fn receive(&self, sink: &BrokerSink, channel: &str, payload: Bytes) {
-        match Publication::from_frame(payload) {
-            Some(publication) if &*publication.channel == channel => {
+        match Publication::decode(&payload) {
+            Ok(publication) if &*publication.channel == channel => {
                 add(&self.counters.received, 1);
                 sink.deliver(Arc::new(publication));
             }
-            Some(publication) => {
+            Ok(publication) => {
                 add(&self.counters.receive_dropped, 1);
                 count_receive_error("wrong_channel");
                 tracing::debug!(
@@ -211,7 +211,7 @@ impl Shared {
                     "dropped a NATS message carrying another channel's publication"
                 );
             }
-            None => {
+            Err(_) => {
                 add(&self.counters.receive_dropped, 1);
                 count_receive_error("unparsable");
                 tracing::debug!(channel, "dropped a NATS message that is not a publication");
@@ -547,7 +547,7 @@ impl Broker for NatsBroker {
         let subject = shared.subjects.channel(&publication.channel);
         let sent = tokio::time::timeout(
             shared.options.publish_timeout,
-            shared.client.publish(subject, publication.frame.clone()),
+            shared.client.publish(subject, publication.encode()),
         )
         .await;
         match sent {

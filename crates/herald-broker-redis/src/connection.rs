@@ -28,7 +28,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use herald::Publication;
 use redis::Value;
 use tokio::io::{AsyncWriteExt, BufWriter};
@@ -343,8 +342,8 @@ fn classify(value: Value, shared: &Shared) -> Option<Reply> {
     }
 }
 
-/// The hot path: rebuild the publication from the frame it carries and hand
-/// it to the registry. Anything that is not a publication of the channel it
+/// The hot path: rebuild the publication from the envelope it carries
+/// ([`Publication::decode`]) and hand it to the registry. Anything that is not a publication of the channel it
 /// arrived on (foreign publisher on the same prefix, corruption) is dropped
 /// and counted.
 fn deliver(shared: &Shared, channel: Option<&[u8]>, payload: Vec<u8>) {
@@ -352,8 +351,8 @@ fn deliver(shared: &Shared, channel: Option<&[u8]>, payload: Vec<u8>) {
         shared.telemetry.invalid_message();
         return;
     };
-    match Publication::from_frame(Bytes::from(payload)) {
-        Some(p) if p.channel.as_bytes() == name => {
+    match Publication::decode(&payload) {
+        Ok(p) if p.channel.as_bytes() == name => {
             if let Some(sink) = shared.sink.get() {
                 sink.deliver(Arc::new(p));
             }

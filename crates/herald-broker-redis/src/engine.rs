@@ -174,10 +174,11 @@ impl Engine {
     }
 
     async fn publish_once(&self, channel: &str, publication: &Publication) -> Result<(), String> {
+        let envelope = publication.encode();
         match &self.routing {
             Routing::Hashed(servers) => {
                 let addr = &servers[shard_index(&publication.channel, servers.len())];
-                match self.send(addr, channel, &publication.frame).await {
+                match self.send(addr, channel, &envelope).await {
                     Ok(()) => Ok(()),
                     Err(PublishError::Failed(e)) => Err(e),
                     Err(PublishError::Moved(to)) => Err(format!("unexpected MOVED to {to}")),
@@ -192,7 +193,7 @@ impl Engine {
                     .cloned()
                     .ok_or_else(|| format!("no known primary serves slot {slot}"))?;
                 for _ in 0..=MAX_PUBLISH_REDIRECTS {
-                    match self.send(&addr, channel, &publication.frame).await {
+                    match self.send(&addr, channel, &envelope).await {
                         Ok(()) => return Ok(()),
                         Err(PublishError::Moved(to)) => {
                             let _ = self.events.send(Event::Redirect {

@@ -45,6 +45,24 @@ impl std::fmt::Display for Cid {
     }
 }
 
+/// A place in a channel's stream as a frame carries it: the `recover` of a
+/// subscribe, or the `offset` and `epoch` of a publication (Herald's
+/// extension, see [`crate::ext`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position<'a> {
+    /// The offset.
+    pub offset: u64,
+    /// The epoch.
+    pub epoch: Cow<'a, str>,
+}
+
+impl Position<'_> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> crate::ext::StreamPosition {
+        crate::ext::StreamPosition::new(self.offset, self.epoch.as_ref())
+    }
+}
+
 /// Why a message or a frame in it could not be read. Such frames are ignored
 /// (as socketcluster-server does) and counted by the server.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,7 +103,7 @@ pub enum Packet<'a> {
         /// (socketcluster's `deauthenticate({rejectOnFailedDelivery})`).
         cid: Option<Cid>,
     },
-    /// `#subscribe` with `{channel, data?}`.
+    /// `#subscribe` with `{channel, data?, recover?}`.
     Subscribe {
         /// Call id, when the client wants an acknowledgement.
         cid: Option<Cid>,
@@ -93,6 +111,9 @@ pub enum Packet<'a> {
         channel: Cow<'a, str>,
         /// Subscription data (`options.data` in the official client).
         data: Option<&'a RawValue>,
+        /// **Herald:** recover what was published after this position
+        /// (`{"offset":N,"epoch":E}`; see [`crate::ext`]).
+        recover: Option<Position<'a>>,
     },
     /// `#unsubscribe` with the channel name as data.
     Unsubscribe {
@@ -110,6 +131,9 @@ pub enum Packet<'a> {
         channel: Cow<'a, str>,
         /// Published data, `None` when absent (JavaScript `undefined`).
         data: Option<&'a RawValue>,
+        /// **Herald:** the publication's `offset` and `epoch` on a channel
+        /// with history (server to client; ignored from clients).
+        position: Option<Position<'a>>,
     },
     /// `#kickOut` with `{channel, message}` (server to client).
     KickOut {
@@ -269,6 +293,40 @@ struct ChannelData<'a> {
     message: Option<&'a RawValue>,
     #[serde(default, borrow, deserialize_with = "some_raw")]
     token: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "some_raw")]
+    recover: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "some_raw")]
+    offset: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "some_raw")]
+    epoch: Option<&'a RawValue>,
+}
+
+/// `{"offset":N,"epoch":E}` with a non-negative integer offset and a
+/// string epoch.
+fn as_position(raw: &RawValue) -> Option<Position<'_>> {
+    #[derive(Deserialize)]
+    struct Raw<'a> {
+        offset: u64,
+        #[serde(borrow)]
+        epoch: Cow<'a, str>,
+    }
+    let p: Raw<'_> = serde_json::from_str(raw.get()).ok()?;
+    Some(Position {
+        offset: p.offset,
+        epoch: p.epoch,
+    })
+}
+
+/// The `offset` and `epoch` fields of a publication, when both are there.
+fn publication_position<'a>(
+    offset: Option<&'a RawValue>,
+    epoch: Option<&'a RawValue>,
+) -> Option<Position<'a>> {
+    let offset = serde_json::from_str::<u64>(offset?.get()).ok()?;
+    Some(Position {
+        offset,
+        epoch: as_str(epoch)?,
+    })
 }
 
 /// A JSON number, as SocketCluster's `typeof cid === 'number'` test.
@@ -333,10 +391,25 @@ pub fn parse_frame(text: &str) -> Result<Packet<'_>, ParseError> {
             Some(ChannelData {
                 channel: Some(ch),
                 data,
+                recover,
                 ..
-            }) => match as_str(Some(ch)) {
-                Some(channel) => Packet::Subscribe { cid, channel, data },
-                None => invalid(cid, "Subscribe channel name was malformatted"),
+            }) => match (as_str(Some(ch)), recover.filter(|r| r.get() != "null")) {
+                (None, _) => invalid(cid, "Subscribe channel name was malformatted"),
+                (Some(channel), None) => Packet::Subscribe {
+                    cid,
+                    channel,
+                    data,
+                    recover: None,
+                },
+                (Some(channel), Some(r)) => match as_position(r) {
+                    Some(position) => Packet::Subscribe {
+                        cid,
+                        channel,
+                        data,
+                        recover: Some(position),
+                    },
+                    None => invalid(cid, "Subscribe recover position was malformatted"),
+                },
             },
             _ => invalid(cid, "Subscribe channel name was malformatted"),
         },
@@ -348,9 +421,16 @@ pub fn parse_frame(text: &str) -> Result<Packet<'_>, ParseError> {
             Some(ChannelData {
                 channel: Some(ch),
                 data,
+                offset,
+                epoch,
                 ..
             }) => match as_str(Some(ch)) {
-                Some(channel) => Packet::Publish { cid, channel, data },
+                Some(channel) => Packet::Publish {
+                    cid,
+                    channel,
+                    data,
+                    position: publication_position(offset, epoch),
+                },
                 None => invalid(cid, "Publish channel name was malformatted"),
             },
             _ => invalid(cid, "Publish channel name was malformatted"),
@@ -437,7 +517,9 @@ mod tests {
     fn publish_keeps_raw_data_and_null() {
         match one(r##"{"event":"#publish","data":{"channel":"c1","data":{"a": [1, 2]}},"cid":6}"##)
         {
-            Packet::Publish { cid, channel, data } => {
+            Packet::Publish {
+                cid, channel, data, ..
+            } => {
                 assert_eq!(cid, Some(Cid::from(6)));
                 assert_eq!(channel, "c1");
                 assert_eq!(data.unwrap().get(), r##"{"a": [1, 2]}"##);
@@ -453,6 +535,66 @@ mod tests {
         }
         match one(r##"{"event":"#publish","data":{"channel":"c1"}}"##) {
             Packet::Publish { data, .. } => assert!(data.is_none()),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn subscribe_with_recover_position() {
+        match one(
+            r##"{"event":"#subscribe","data":{"channel":"chat:a","recover":{"offset":41,"epoch":"xY"}},"cid":2}"##,
+        ) {
+            Packet::Subscribe {
+                channel, recover, ..
+            } => {
+                assert_eq!(channel, "chat:a");
+                assert_eq!(
+                    recover,
+                    Some(Position {
+                        offset: 41,
+                        epoch: "xY".into()
+                    })
+                );
+            }
+            p => panic!("{p:?}"),
+        }
+        match one(r##"{"event":"#subscribe","data":{"channel":"a","recover":null},"cid":2}"##) {
+            Packet::Subscribe { recover, .. } => assert_eq!(recover, None),
+            p => panic!("{p:?}"),
+        }
+        for bad in [
+            r##"{"event":"#subscribe","data":{"channel":"a","recover":{"offset":-1,"epoch":"e"}},"cid":2}"##,
+            r##"{"event":"#subscribe","data":{"channel":"a","recover":{"offset":1}},"cid":2}"##,
+            r##"{"event":"#subscribe","data":{"channel":"a","recover":"x"},"cid":2}"##,
+        ] {
+            match one(bad) {
+                Packet::Invalid { error, .. } => {
+                    assert!(error.message.contains("recover"), "{}", error.message)
+                }
+                p => panic!("{bad}: {p:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn publication_with_position() {
+        match one(
+            r##"{"event":"#publish","data":{"channel":"c","data":1,"offset":7,"epoch":"e1"}}"##,
+        ) {
+            Packet::Publish { position, data, .. } => {
+                assert_eq!(data.unwrap().get(), "1");
+                assert_eq!(
+                    position,
+                    Some(Position {
+                        offset: 7,
+                        epoch: "e1".into()
+                    })
+                );
+            }
+            p => panic!("{p:?}"),
+        }
+        match one(r##"{"event":"#publish","data":{"channel":"c","data":1,"offset":"7"}}"##) {
+            Packet::Publish { position, .. } => assert_eq!(position, None),
             p => panic!("{p:?}"),
         }
     }

@@ -11,6 +11,7 @@
 //!   is never re-serialized.
 //! * [`outbound`] builds the frames a peer sends, as ready-to-write bytes.
 //! * [`error`] is the `{name, message, ...}` error object both sides exchange.
+//! * [`ext`] holds Herald's extensions: history, recovery, presence.
 //! * [`close`] lists the close codes and their reasons.
 //! * [`defaults`] holds the timing defaults of socketcluster-server 20.
 //!
@@ -21,8 +22,9 @@
 pub mod close;
 pub mod defaults;
 pub mod error;
+pub mod ext;
 pub mod inbound;
 pub mod outbound;
 
 pub use error::ErrorPayload;
-pub use inbound::{Cid, Packet, ParseError};
+pub use inbound::{Cid, Packet, ParseError, Position};

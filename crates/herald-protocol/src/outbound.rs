@@ -32,6 +32,16 @@ fn push_cid(buf: &mut Vec<u8>, cid: &Cid) {
     buf.extend_from_slice(cid.0.to_string().as_bytes());
 }
 
+/// `,"<key>":N,"epoch":E`.
+fn push_position(buf: &mut Vec<u8>, key: &str, offset: u64, epoch: &str) {
+    buf.push(b',');
+    push_json_str(buf, key);
+    buf.push(b':');
+    buf.extend_from_slice(offset.to_string().as_bytes());
+    buf.extend_from_slice(b",\"epoch\":");
+    push_json_str(buf, epoch);
+}
+
 /// `{"event":E,"data":{"channel":C,KEY:V},"cid":N}`: the frames about one
 /// channel (publications, publish and subscribe requests, kick-outs), with
 /// the channel escaped and the value copied verbatim.
@@ -42,8 +52,25 @@ fn channel_frame(
     value: Option<&RawValue>,
     cid: Option<&Cid>,
 ) -> Bytes {
-    let mut buf =
-        Vec::with_capacity(48 + event.len() + channel.len() + value.map_or(0, |v| v.get().len()));
+    channel_frame_at(event, channel, key, value, None, cid)
+}
+
+/// [`channel_frame`] with a stream position (`"offset":N,"epoch":E`) after
+/// the value.
+fn channel_frame_at(
+    event: &str,
+    channel: &str,
+    key: &str,
+    value: Option<&RawValue>,
+    position: Option<(u64, &str)>,
+    cid: Option<&Cid>,
+) -> Bytes {
+    let mut buf = Vec::with_capacity(
+        64 + event.len()
+            + channel.len()
+            + value.map_or(0, |v| v.get().len())
+            + position.map_or(0, |(_, e)| e.len()),
+    );
     buf.extend_from_slice(b"{\"event\":");
     push_json_str(&mut buf, event);
     buf.extend_from_slice(b",\"data\":{\"channel\":");
@@ -53,6 +80,9 @@ fn channel_frame(
         push_json_str(&mut buf, key);
         buf.push(b':');
         buf.extend_from_slice(value.get().as_bytes());
+    }
+    if let Some((offset, epoch)) = position {
+        push_position(&mut buf, "offset", offset, epoch);
     }
     buf.push(b'}');
     if let Some(cid) = cid {
@@ -112,6 +142,32 @@ pub fn event<T: Serialize + ?Sized>(event: &str, data: Option<&T>) -> Result<Byt
 /// subscriber's queue.
 pub fn publication(channel: &str, data: Option<&RawValue>) -> Bytes {
     channel_frame("#publish", channel, "data", data, None)
+}
+
+/// **Herald:** a publication on a channel with history, with its place in
+/// the channel's stream:
+/// `{"event":"#publish","data":{"channel":C,"data":D,"offset":N,"epoch":E}}`.
+/// Without a position this is exactly [`publication`].
+pub fn publication_at(
+    channel: &str,
+    data: Option<&RawValue>,
+    position: Option<(u64, &str)>,
+) -> Bytes {
+    channel_frame_at("#publish", channel, "data", data, position, None)
+}
+
+/// **Herald:** publications on `channel` were lost for good; the stream goes
+/// on after `offset` in `epoch`:
+/// `{"event":"#herald/unrecoverable","data":{"channel":C,"offset":N,"epoch":E}}`.
+pub fn unrecoverable(channel: &str, offset: u64, epoch: &str) -> Bytes {
+    channel_frame_at(
+        crate::ext::UNRECOVERABLE,
+        channel,
+        "",
+        None,
+        Some((offset, epoch)),
+        None,
+    )
 }
 
 /// A client's publish request: `{"event":"#publish","data":{"channel":C,"data":D},"cid":N}`.
@@ -221,6 +277,39 @@ pub fn subscribe_request(channel: &str, data: Option<&RawValue>, cid: Option<&Ci
     channel_frame("#subscribe", channel, "data", data, cid)
 }
 
+/// **Herald:** a subscribe that recovers what was published after
+/// `recover`: `{"event":"#subscribe","data":{"channel":C,"data":D,"recover":{"offset":N,"epoch":E}},"cid":K}`.
+pub fn subscribe_request_recover(
+    channel: &str,
+    data: Option<&RawValue>,
+    recover: Option<(u64, &str)>,
+    cid: Option<&Cid>,
+) -> Bytes {
+    let Some((offset, epoch)) = recover else {
+        return subscribe_request(channel, data, cid);
+    };
+    let mut buf = Vec::with_capacity(96 + channel.len() + data.map_or(0, |d| d.get().len()));
+    buf.extend_from_slice(b"{\"event\":\"#subscribe\",\"data\":{\"channel\":");
+    push_json_str(&mut buf, channel);
+    if let Some(data) = data {
+        buf.extend_from_slice(b",\"data\":");
+        buf.extend_from_slice(data.get().as_bytes());
+    }
+    buf.extend_from_slice(b",\"recover\":{");
+    // push_position writes a leading comma: write the first field by hand.
+    buf.extend_from_slice(b"\"offset\":");
+    buf.extend_from_slice(offset.to_string().as_bytes());
+    buf.extend_from_slice(b",\"epoch\":");
+    push_json_str(&mut buf, epoch);
+    buf.extend_from_slice(b"}}");
+    if let Some(cid) = cid {
+        buf.extend_from_slice(b",\"cid\":");
+        push_cid(&mut buf, cid);
+    }
+    buf.push(b'}');
+    Bytes::from(buf)
+}
+
 /// A client's unsubscribe: `{"event":"#unsubscribe","data":C,"cid":N}`.
 pub fn unsubscribe_request(channel: &str, cid: Option<&Cid>) -> Bytes {
     request("#unsubscribe", Some(channel), cid).expect("a str always serializes")
@@ -267,6 +356,52 @@ mod tests {
         assert_eq!(
             std::str::from_utf8(&handshake_reply(&Cid::from(1), &status)).unwrap(),
             r##"{"rid":1,"data":{"id":"abc","pingTimeout":2500,"authError":{"message":"jwt malformed","name":"AuthTokenInvalidError","isBadToken":true},"isAuthenticated":false}}"##
+        );
+    }
+
+    #[test]
+    fn herald_extension_frames() {
+        let d = raw("{\"t\":1}");
+        assert_eq!(
+            &publication_at("chat:a", Some(&d), Some((42, "Ep")))[..],
+            br##"{"event":"#publish","data":{"channel":"chat:a","data":{"t":1},"offset":42,"epoch":"Ep"}}"##
+        );
+        assert_eq!(
+            publication_at("c", Some(&d), None),
+            publication("c", Some(&d))
+        );
+        let join = crate::ext::PresenceEvent {
+            channel: "chat:a".into(),
+            client: "id1".into(),
+            user: None,
+        };
+        assert_eq!(
+            &event(crate::ext::JOIN, Some(&join)).unwrap()[..],
+            br##"{"event":"#herald/join","data":{"channel":"chat:a","client":"id1","user":null}}"##
+        );
+        assert_eq!(
+            &unrecoverable("c", 9, "E2")[..],
+            br##"{"event":"#herald/unrecoverable","data":{"channel":"c","offset":9,"epoch":"E2"}}"##
+        );
+        let sub = subscribe_request_recover("c", None, Some((3, "e")), Some(&Cid::from(4)));
+        assert_eq!(
+            &sub[..],
+            br##"{"event":"#subscribe","data":{"channel":"c","recover":{"offset":3,"epoch":"e"}},"cid":4}"##
+        );
+        match parse(std::str::from_utf8(&sub).unwrap()).unwrap() {
+            Message::One(Ok(Packet::Subscribe { recover, .. })) => {
+                assert_eq!(recover.unwrap().offset, 3)
+            }
+            o => panic!("{o:?}"),
+        }
+        let status = crate::ext::SubscribeStatus {
+            offset: 5,
+            epoch: "e".into(),
+            recovered: Some(true),
+        };
+        assert_eq!(
+            &reply(&Cid::from(2), &status).unwrap()[..],
+            br##"{"rid":2,"data":{"offset":5,"epoch":"e","recovered":true}}"##
         );
     }
 

@@ -468,7 +468,9 @@ impl Conn {
                 }
                 Flow::Continue
             }
-            Packet::Subscribe { cid, channel, data } => {
+            Packet::Subscribe {
+                cid, channel, data, ..
+            } => {
                 self.check_token_expiry();
                 let result = self.on_subscribe(&channel, data).await;
                 self.reply(cid.as_ref(), result);
@@ -494,7 +496,9 @@ impl Conn {
                 self.reply(cid.as_ref(), result);
                 Flow::Continue
             }
-            Packet::Publish { cid, channel, data } => {
+            Packet::Publish {
+                cid, channel, data, ..
+            } => {
                 self.check_token_expiry();
                 let result = self.on_publish(&channel, data).await;
                 self.reply(cid.as_ref(), result);

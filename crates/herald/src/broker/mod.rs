@@ -1,4 +1,5 @@
-//! The broker: how publications travel between the nodes of a cluster.
+//! The broker: how publications travel between the nodes of a cluster, and
+//! where channel history and presence are kept.
 //!
 //! Every publication, from a client or from server code, goes *through* the
 //! broker, and a node delivers to its local subscribers only what the broker
@@ -12,69 +13,39 @@
 //! [`Broker::unsubscribe`] when it loses its last one. Calls for one channel
 //! never overlap, so an implementation needs no per-channel locking of its
 //! own.
+//!
+//! **History and presence follow the broker**: the engine that carries a
+//! cluster's publications also keeps their history (the memory broker in
+//! memory, Redis in Redis Streams, NATS in JetStream), so every node sees
+//! the same offsets and epochs. [`Broker::publish_with_history`] appends and
+//! publishes as one atomic step: no node can receive offset n+1 before n.
+//!
+//! A networked broker loses messages when its connection breaks. It then
+//! tells the node through [`BrokerSink::resync`] once the channel flows
+//! again, and the node fills the gap from the history (see the registry).
+//!
+//! Modules: [`publication`] (what travels, and its envelope), [`history`]
+//! and [`presence`] (their types), `memory` (the in-process broker).
 
+pub mod history;
 mod memory;
+pub mod presence;
+pub mod publication;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use serde_json::value::RawValue;
 
+pub use history::{HistoryPage, HistoryPolicy, HistoryQuery, StreamPosition};
 pub use memory::MemoryBroker;
+pub use presence::{ClientInfo, PresenceRecord, PresenceStats};
+pub use publication::{EnvelopeError, MessageKind, Publication};
 
-/// A publication on a channel, with its delivery frame built once.
-///
-/// The `frame` is the exact text every subscriber receives
-/// (`{"event":"#publish","data":{"channel":..,"data":..}}`), shared by all
-/// of their queues without copying.
-#[derive(Debug)]
-#[non_exhaustive]
-pub struct Publication {
-    /// The channel name.
-    pub channel: Arc<str>,
-    /// The published data, as raw JSON (`None` when absent).
-    pub data: Option<Box<RawValue>>,
-    /// The encoded delivery frame.
-    pub frame: Bytes,
-}
-
-impl Publication {
-    /// Builds a publication and its delivery frame.
-    pub fn new(channel: impl Into<Arc<str>>, data: Option<Box<RawValue>>) -> Self {
-        let channel = channel.into();
-        let frame = herald_protocol::outbound::publication(&channel, data.as_deref());
-        Self {
-            channel,
-            data,
-            frame,
-        }
-    }
-
-    /// Reads a publication back from its delivery frame (what a networked
-    /// broker carries). Returns `None` when the bytes are not a publication.
-    pub fn from_frame(frame: Bytes) -> Option<Self> {
-        let text = std::str::from_utf8(&frame).ok()?;
-        let (channel, data) = match herald_protocol::inbound::parse_frame(text).ok()? {
-            herald_protocol::Packet::Publish {
-                channel,
-                data,
-                cid: None,
-            } => (
-                Arc::<str>::from(channel.as_ref()),
-                data.map(|d| d.to_owned()),
-            ),
-            _ => return None,
-        };
-        Some(Self {
-            channel,
-            data,
-            frame,
-        })
-    }
-}
-
-/// A broker failed to subscribe, unsubscribe or publish.
+/// A broker failed to subscribe, unsubscribe, publish, or read or write
+/// history or presence.
 #[derive(Debug, thiserror::Error)]
 #[error("{broker} broker: {message}")]
 pub struct BrokerError {
@@ -84,20 +55,68 @@ pub struct BrokerError {
     pub message: String,
 }
 
+impl BrokerError {
+    /// An error of broker `broker`.
+    pub fn new(broker: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            broker,
+            message: message.into(),
+        }
+    }
+
+    /// The error of a broker that does not implement a capability.
+    pub fn unsupported(broker: &'static str, what: &str) -> Self {
+        Self::new(broker, format!("this broker does not support {what}"))
+    }
+}
+
+type Deliver = Arc<dyn Fn(Arc<Publication>) + Send + Sync>;
+type Resync = Arc<dyn Fn(Option<&str>) + Send + Sync>;
+
 /// Where a broker hands the publications it receives: the node's channel
 /// registry, which fans each one out to the local subscribers.
 #[derive(Clone)]
-pub struct BrokerSink(Arc<dyn Fn(Arc<Publication>) + Send + Sync>);
+pub struct BrokerSink {
+    deliver: Deliver,
+    resync: Resync,
+}
 
 impl BrokerSink {
-    /// A sink that calls `deliver` for each publication.
+    /// A sink that calls `deliver` for each publication and ignores
+    /// resyncs.
     pub fn new(deliver: impl Fn(Arc<Publication>) + Send + Sync + 'static) -> Self {
-        Self(Arc::new(deliver))
+        Self::with_resync(deliver, |_| {})
+    }
+
+    /// A sink that also hears about possible losses: `resync(Some(channel))`
+    /// for one channel, `resync(None)` for every channel.
+    pub fn with_resync(
+        deliver: impl Fn(Arc<Publication>) + Send + Sync + 'static,
+        resync: impl Fn(Option<&str>) + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            deliver: Arc::new(deliver),
+            resync: Arc::new(resync),
+        }
     }
 
     /// Delivers one publication to the local subscribers of its channel.
     pub fn deliver(&self, publication: Arc<Publication>) {
-        (self.0)(publication)
+        (self.deliver)(publication)
+    }
+
+    /// Publications on `channel` may have been lost on the way to this node
+    /// (its subscription was re-established after a fault, or the engine
+    /// dropped messages): call it once the channel flows again, and the node
+    /// fills any gap from the channel's history.
+    pub fn resync(&self, channel: &str) {
+        (self.resync)(Some(channel))
+    }
+
+    /// [`BrokerSink::resync`] for every channel this node is subscribed to
+    /// (the whole connection was lost and is back).
+    pub fn resync_all(&self) {
+        (self.resync)(None)
     }
 }
 
@@ -107,7 +126,13 @@ impl std::fmt::Debug for BrokerSink {
     }
 }
 
-/// A message engine that carries publications between nodes.
+/// A message engine that carries publications between nodes, and keeps
+/// channel history and presence.
+///
+/// The history and presence methods have defaults that fail with
+/// [`BrokerError::unsupported`], so a broker that only carries messages
+/// stays small; Herald's own brokers implement all of them. The shared
+/// conformance suite (`herald-testkit`) checks every broker the same way.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// A short name for logs and errors (`memory`, `redis`, `nats`).
@@ -124,7 +149,85 @@ pub trait Broker: Send + Sync + 'static {
     async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError>;
 
     /// Publishes to every node subscribed to the channel, this one included.
+    /// The publication has no stream position (a channel without history,
+    /// a join or leave event, a control message).
     async fn publish(&self, publication: Arc<Publication>) -> Result<(), BrokerError>;
+
+    /// Appends `data` to `channel`'s history and publishes it, as one atomic
+    /// step: the publication gets the next offset of the channel's stream
+    /// (creating the stream with a new epoch when it has none, or when its
+    /// history expired), the history keeps at most `policy.size`
+    /// publications and lives `policy.ttl` after this one, and every node
+    /// subscribed to the channel receives it with its position, in offset
+    /// order. Returns the position.
+    async fn publish_with_history(
+        &self,
+        channel: &str,
+        data: Option<Box<RawValue>>,
+        policy: &HistoryPolicy,
+    ) -> Result<StreamPosition, BrokerError> {
+        let _ = (channel, data, policy);
+        Err(BrokerError::unsupported(self.name(), "history"))
+    }
+
+    /// Reads `channel`'s history (see [`HistoryQuery`]) and its current
+    /// position. A channel without a stream gets one (a new epoch, offset
+    /// 0, living `policy.ttl`), so a subscriber always learns an epoch it
+    /// can recover from later. When `query.since` names another epoch, no
+    /// publication is returned.
+    async fn history(
+        &self,
+        channel: &str,
+        policy: &HistoryPolicy,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        let _ = (channel, policy, query);
+        Err(BrokerError::unsupported(self.name(), "history"))
+    }
+
+    /// Drops `channel`'s history; its next publication starts a new epoch.
+    async fn remove_history(
+        &self,
+        channel: &str,
+        policy: &HistoryPolicy,
+    ) -> Result<(), BrokerError> {
+        let _ = (channel, policy);
+        Err(BrokerError::unsupported(self.name(), "history"))
+    }
+
+    /// Records (or refreshes) subscribers in channels' presence, each
+    /// expiring `ttl` from now unless refreshed again.
+    async fn presence_add(
+        &self,
+        records: &[PresenceRecord],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let _ = (records, ttl);
+        Err(BrokerError::unsupported(self.name(), "presence"))
+    }
+
+    /// Removes subscribers (socket ids) from `channel`'s presence.
+    async fn presence_remove(
+        &self,
+        channel: &str,
+        clients: &[Arc<str>],
+    ) -> Result<(), BrokerError> {
+        let _ = (channel, clients);
+        Err(BrokerError::unsupported(self.name(), "presence"))
+    }
+
+    /// `channel`'s subscribers on every node, by socket id (expired entries
+    /// left out).
+    async fn presence(&self, channel: &str) -> Result<BTreeMap<String, ClientInfo>, BrokerError> {
+        let _ = channel;
+        Err(BrokerError::unsupported(self.name(), "presence"))
+    }
+
+    /// Counts of [`Broker::presence`]. The default reads the whole list.
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
+        let entries = self.presence(channel).await?;
+        Ok(presence::stats_of(entries.values()))
+    }
 
     /// Whether the broker is reachable now. A broker that lost its engine
     /// keeps serving local channels where it can, reconnects by itself and
