@@ -26,7 +26,8 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use crate::broker::{BrokerStatus, Publication};
-use crate::server::{PublishError, ServerInner};
+use crate::publish::{Origin, PublishError};
+use crate::server::ServerInner;
 use crate::socket::Socket;
 
 /// Prefix of the channels Herald reserves for itself.
@@ -211,8 +212,9 @@ impl std::fmt::Debug for Users {
 impl Users {
     async fn send(&self, user: &str, op: &UserOp) -> Result<(), PublishError> {
         let raw = serde_json::value::to_raw_value(op)?;
-        let publication = Arc::new(Publication::new(user_channel(user), Some(raw)));
-        self.0.registry.broker().publish(publication).await?;
+        self.0
+            .publish(Origin::Control, &user_channel(user), Some(raw))
+            .await?;
         Ok(())
     }
 
@@ -300,8 +302,10 @@ async fn announce(server: &ServerInner, leaving: bool) {
     let Ok(raw) = serde_json::value::to_raw_value(&a) else {
         return;
     };
-    let publication = Arc::new(Publication::new(NODES_CHANNEL, Some(raw)));
-    if let Err(e) = server.registry.broker().publish(publication).await {
+    if let Err(e) = server
+        .publish(Origin::Control, NODES_CHANNEL, Some(raw))
+        .await
+    {
         tracing::debug!(error = %e, "node announcement not published");
     }
 }

@@ -3,9 +3,12 @@
 //! Every default matches socketcluster-server 20 where it has the same
 //! setting, so an application moving from it sees the same behaviour.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use herald_protocol::defaults;
+
+use crate::namespace::{ChannelOptions, UnknownNamespaces};
 
 /// Settings of a Herald server. Build with [`Config::default`] and adjust the
 /// fields, or through [`crate::ServerBuilder`]'s methods.
@@ -59,6 +62,20 @@ pub struct Config {
     /// Interval between this node's announcements to the cluster; a node
     /// missing three is considered gone. Default 5 s.
     pub announce_interval: Duration,
+    /// Options of the channels without a namespace (see
+    /// [`crate::namespace`]). Default: no history, no presence, anyone may
+    /// subscribe and publish.
+    pub channels: ChannelOptions,
+    /// Namespaces by name: a channel `NAME:rest` takes the options of
+    /// namespace `NAME`.
+    pub namespaces: BTreeMap<String, ChannelOptions>,
+    /// What a channel `NAME:rest` is when no namespace `NAME` exists.
+    /// Default [`UnknownNamespaces::Plain`].
+    pub unknown_namespaces: UnknownNamespaces,
+    /// How long a presence entry lives without being refreshed. Each node
+    /// refreshes its own entries every third of it, so the entries of a
+    /// node that died vanish within this bound. Default 30 s.
+    pub presence_ttl: Duration,
 }
 
 impl Default for Config {
@@ -80,6 +97,10 @@ impl Default for Config {
             write_timeout: Duration::from_secs(10),
             user_claim: "sub".to_owned(),
             announce_interval: Duration::from_secs(5),
+            channels: ChannelOptions::default(),
+            namespaces: BTreeMap::new(),
+            unknown_namespaces: UnknownNamespaces::Plain,
+            presence_ttl: Duration::from_secs(30),
         }
     }
 }

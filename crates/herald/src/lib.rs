@@ -44,7 +44,14 @@
 //! * [`cluster`]: messages to users on every node ([`Users`]), node
 //!   announcements ([`NodeInfo`]).
 //! * [`config`]: [`Config`], every timing and limit.
-//! * `registry` (internal): channel subscribers and fan-out.
+//! * [`namespace`]: [`ChannelOptions`] per namespace: history, recovery,
+//!   presence, who may subscribe and publish.
+//! * `publish`, `subscribe` (internal): the one publishing path and the one
+//!   subscribe path, where rules, history and presence apply.
+//! * `reads` (internal): history and presence reads.
+//! * `presence` (internal): this node's presence entries and their refresh.
+//! * `registry` (internal): channel subscribers, fan-out, and each history
+//!   channel's order and gap repair.
 //! * `connection` (internal): the per-socket task.
 //! * `transport` (internal): the HTTP upgrade and WebSocket codec.
 //! * `status` (internal): `/herald/health`, `/herald/ready`, `/herald/info`.
@@ -58,14 +65,22 @@ pub mod config;
 mod connection;
 pub mod handler;
 pub mod middleware;
+pub mod namespace;
+mod presence;
+mod publish;
+mod reads;
 mod registry;
 pub mod server;
 pub mod socket;
 mod status;
+mod subscribe;
 mod transport;
 
 pub use auth::{AuthEngine, AuthError, Claims};
-pub use broker::{Broker, BrokerError, BrokerSink, BrokerStatus, MemoryBroker, Publication};
+pub use broker::{
+    Broker, BrokerError, BrokerSink, BrokerStatus, HistoryPage, HistoryQuery, MemoryBroker,
+    Publication, StreamPosition,
+};
 pub use cluster::{NodeInfo, Users};
 pub use config::Config;
 pub use handler::{Message, Request};
@@ -75,5 +90,8 @@ pub use middleware::{
     InvokeRequest, Middleware, PublishOut, PublishOutMiddleware, PublishRequest, Rejection,
     SubscribeRequest, TransmitRequest,
 };
-pub use server::{Exchange, PublishError, Server, ServerBuilder};
+pub use namespace::{ChannelOptions, Rule, UnknownNamespaces};
+pub use publish::PublishError;
+pub use reads::ReadError;
+pub use server::{ConfigError, Exchange, Server, ServerBuilder};
 pub use socket::{RequestInfo, SendError, Socket, SocketState};

@@ -22,11 +22,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::AuthEngine;
-use crate::broker::{Broker, BrokerError, MemoryBroker, Publication};
+use crate::broker::{
+    Broker, ClientInfo, HistoryPage, HistoryQuery, MemoryBroker, PresenceStats, StreamPosition,
+};
 use crate::cluster::{self, Cluster, NodeInfo, Users};
 use crate::config::Config;
 use crate::handler::{self, BoxProcedure, BoxReceiver, Message, Request};
 use crate::middleware::{Middleware, PublishOutMiddleware};
+use crate::namespace::{ChannelOptions, Namespaces, UnknownNamespaces};
+use crate::presence::Presence;
+use crate::publish::{Origin, PublishError};
+use crate::reads::ReadError;
 use crate::registry::Registry;
 use crate::socket::{Socket, SocketShared};
 
@@ -50,7 +56,14 @@ pub(crate) struct ServerInner {
     pub(crate) shutdown: CancellationToken,
     pub(crate) tasks: TaskTracker,
     pub(crate) cluster: Cluster,
+    pub(crate) namespaces: Arc<Namespaces>,
+    pub(crate) presence: Presence,
 }
+
+/// The settings given to a [`ServerBuilder`] do not make a server.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid server configuration: {0}")]
+pub struct ConfigError(String);
 
 /// Builds a [`Server`].
 ///
@@ -132,6 +145,26 @@ impl ServerBuilder {
     /// Server ping interval (default 8 s).
     pub fn ping_interval(mut self, d: Duration) -> Self {
         self.config.ping_interval = d;
+        self
+    }
+
+    /// Adds namespace `name`: channels `name:...` take `options`.
+    pub fn namespace(mut self, name: impl Into<String>, options: ChannelOptions) -> Self {
+        self.config.namespaces.insert(name.into(), options);
+        self
+    }
+
+    /// The options of channels without a namespace (default: no history,
+    /// no presence, anyone may subscribe and publish).
+    pub fn channels(mut self, options: ChannelOptions) -> Self {
+        self.config.channels = options;
+        self
+    }
+
+    /// What a channel `NAME:rest` is when no namespace `NAME` exists
+    /// (default: a plain channel).
+    pub fn unknown_namespaces(mut self, policy: UnknownNamespaces) -> Self {
+        self.config.unknown_namespaces = policy;
         self
     }
 
@@ -224,7 +257,28 @@ impl ServerBuilder {
 
     /// Builds the server. Must be called inside a Tokio runtime when the
     /// broker needs one.
+    ///
+    /// # Panics
+    ///
+    /// When the settings are invalid (see [`ServerBuilder::try_build`]).
     pub fn build(self) -> Server {
+        match self.try_build() {
+            Ok(server) => server,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Builds the server, or says which setting is invalid (a namespace
+    /// with `recover` but no history, a bad namespace name...).
+    pub fn try_build(self) -> Result<Server, ConfigError> {
+        let namespaces = Arc::new(
+            Namespaces::new(
+                &self.config.channels,
+                &self.config.namespaces,
+                self.config.unknown_namespaces,
+            )
+            .map_err(ConfigError)?,
+        );
         let auth = self.auth.unwrap_or_else(|| {
             tracing::warn!(
                 "no auth secret configured: using a random one; auth tokens will not survive a restart"
@@ -240,7 +294,7 @@ impl ServerBuilder {
             node_id: Arc::from(node_id),
             config: self.config,
             auth,
-            registry: Registry::new(broker),
+            registry: Registry::new(broker, namespaces.clone()),
             procedures: self.procedures,
             receivers: self.receivers,
             middleware: self.middleware,
@@ -252,6 +306,8 @@ impl ServerBuilder {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             cluster: Cluster::new(),
+            namespaces,
+            presence: Presence::default(),
         });
         let weak = Arc::downgrade(&inner);
         inner.registry.set_control(Box::new(move |publication| {
@@ -263,12 +319,16 @@ impl ServerBuilder {
             Ok(handle) => {
                 let interval = inner.config.announce_interval;
                 handle.spawn(cluster::run(Arc::downgrade(&inner), interval));
+                if inner.namespaces.any_presence() {
+                    let ttl = inner.config.presence_ttl;
+                    handle.spawn(crate::presence::refresh(Arc::downgrade(&inner), ttl));
+                }
             }
             Err(_) => tracing::warn!(
-                "ServerBuilder::build called outside a Tokio runtime: cluster announcements are off"
+                "ServerBuilder::build called outside a Tokio runtime: cluster announcements and presence refresh are off"
             ),
         }
-        Server(inner)
+        Ok(Server(inner))
     }
 }
 
@@ -366,6 +426,35 @@ impl Server {
             .cloned()
     }
 
+    /// Reads a channel's history: its position (latest offset and epoch)
+    /// and, with a `limit`, publications (after `since`, or the latest).
+    pub async fn history(
+        &self,
+        channel: &str,
+        query: HistoryQuery,
+    ) -> Result<HistoryPage, ReadError> {
+        self.0.server_history(channel, query).await
+    }
+
+    /// Drops a channel's history; its next publication starts a new epoch.
+    pub async fn remove_history(&self, channel: &str) -> Result<(), ReadError> {
+        self.0.server_remove_history(channel).await
+    }
+
+    /// The subscribers of a channel with presence, on every node, by
+    /// socket id.
+    pub async fn presence(
+        &self,
+        channel: &str,
+    ) -> Result<std::collections::BTreeMap<String, ClientInfo>, ReadError> {
+        self.0.server_presence(channel).await
+    }
+
+    /// Counts of [`Server::presence`]: sockets and distinct users.
+    pub async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, ReadError> {
+        self.0.server_presence_stats(channel).await
+    }
+
     /// Number of local subscribers of a channel.
     pub fn subscriber_count(&self, channel: &str) -> usize {
         self.0.registry.subscriber_count(channel)
@@ -457,38 +546,30 @@ impl std::fmt::Debug for Exchange {
     }
 }
 
-/// Why [`Exchange::publish`] failed.
-#[derive(Debug, thiserror::Error)]
-pub enum PublishError {
-    /// The data is not encodable as JSON.
-    #[error("cannot encode publication data: {0}")]
-    Encode(#[from] serde_json::Error),
-    /// The broker refused the publication.
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-}
-
 impl Exchange {
-    /// Publishes `data` on `channel`.
+    /// Publishes `data` on `channel`. On a channel with history, returns the
+    /// publication's position (its offset and the stream's epoch).
+    ///
+    /// Server code is not bound by the namespaces' publish rules, but
+    /// reserved channels (`#herald/...`), over-long names and, with
+    /// [`UnknownNamespaces::Refuse`], unknown namespaces are refused.
     pub async fn publish<T: Serialize + ?Sized>(
         &self,
         channel: &str,
         data: &T,
-    ) -> Result<(), PublishError> {
+    ) -> Result<Option<StreamPosition>, PublishError> {
         let raw = serde_json::value::to_raw_value(data)?;
         self.publish_raw(channel, Some(raw)).await
     }
 
-    /// Publishes already-encoded JSON on `channel`.
+    /// Publishes already-encoded JSON on `channel` (see
+    /// [`Exchange::publish`]).
     pub async fn publish_raw(
         &self,
         channel: &str,
         data: Option<Box<serde_json::value::RawValue>>,
-    ) -> Result<(), PublishError> {
-        let publication = Arc::new(Publication::new(channel, data));
-        metrics::counter!("herald_publications_total").increment(1);
-        self.0.registry.broker().publish(publication).await?;
-        Ok(())
+    ) -> Result<Option<StreamPosition>, PublishError> {
+        self.0.publish(Origin::Server, channel, data).await
     }
 }
 

@@ -24,10 +24,12 @@ use serde_json::value::RawValue;
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::auth::{AuthError, Claims, expiry_of};
-use crate::broker::Publication;
+use crate::broker::{Publication, StreamPosition};
 use crate::server::ServerInner;
 
-/// A frame waiting in a socket's outbound queue.
+/// What waits in a socket's outbound queue: frames, and the markers the
+/// writer needs to keep each history channel's stream in order (see
+/// `connection::writer`).
 #[derive(Debug)]
 pub(crate) enum Outbound {
     /// A ready frame (reply, event, invoke).
@@ -35,6 +37,47 @@ pub(crate) enum Outbound {
     /// A publication for a channel the socket is subscribed to; its frame is
     /// shared with every other subscriber.
     Publication(Arc<Publication>),
+    /// Publications on a channel were lost for good (shared by every
+    /// subscriber of the channel on this node).
+    Unrecoverable(Arc<Notice>),
+    /// A subscribe to a channel with history starts: the writer holds the
+    /// channel's publications until [`Outbound::SubscribeEnd`].
+    SubscribeBegin(Arc<str>),
+    /// The subscribe is answered: recovered publications, the reply, then
+    /// what was held.
+    SubscribeEnd(Box<SubscribeEnd>),
+}
+
+/// The end of a subscribe on a channel with history.
+#[derive(Debug)]
+pub(crate) struct SubscribeEnd {
+    pub(crate) channel: Arc<str>,
+    /// Publications the client missed, oldest first (a recovery).
+    pub(crate) recovered: Vec<Arc<Publication>>,
+    /// The subscribe's reply frame (success or error).
+    pub(crate) reply: Option<Bytes>,
+    /// Where the client stands after the reply; `None` when the subscribe
+    /// failed (what was held is dropped).
+    pub(crate) position: Option<StreamPosition>,
+}
+
+/// `#herald/unrecoverable` for one channel, built once for every subscriber.
+#[derive(Debug)]
+pub(crate) struct Notice {
+    pub(crate) channel: Arc<str>,
+    pub(crate) position: StreamPosition,
+    pub(crate) frame: Bytes,
+}
+
+impl Notice {
+    pub(crate) fn new(channel: Arc<str>, position: StreamPosition) -> Self {
+        let frame = outbound::unrecoverable(&channel, position.offset, &position.epoch);
+        Self {
+            channel,
+            position,
+            frame,
+        }
+    }
 }
 
 /// Why a [`Socket::transmit`] or [`Socket::invoke`] failed.
@@ -422,7 +465,7 @@ impl Socket {
         }
         let message = serde_json::value::to_raw_value(message).ok();
         let _ = self.send_frame(outbound::kick_out(channel, message.as_deref()));
-        self.0.server.registry.unsubscribe(&self.0, channel).await;
+        self.0.server.unsubscribe(self, channel).await;
     }
 
     /// The server this socket is connected to.

@@ -10,17 +10,30 @@
 //! (never waiting), and releases the lock. A subscriber whose queue is full
 //! is closed as a slow consumer. No lock is held across an `.await`: broker
 //! calls for a channel are serialized by an async mutex owned by that channel.
+//!
+//! Channels with history go through one more step: the channel's
+//! [`sequencer::Cursor`] delivers each offset once and in order, and asks
+//! for a **repair** when the broker left a gap (or said, through
+//! [`BrokerSink::resync`], that it may have); `repair` reads the missing
+//! publications from the history and the cursor releases everything in
+//! order, or tells the subscribers what could not be recovered.
+
+mod repair;
+pub(crate) mod sequencer;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock};
 
 use herald_protocol::error::{ErrorPayload, names};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
-use crate::broker::{Broker, BrokerError, BrokerSink, Publication};
+use crate::broker::{Broker, BrokerError, BrokerSink, Publication, StreamPosition};
 use crate::cluster::RESERVED_PREFIX;
-use crate::socket::{Outbound, SocketShared};
+use crate::namespace::Namespaces;
+use crate::socket::{Notice, Outbound, SocketShared};
+
+use sequencer::{Cursor, RepairRequest, Step};
 
 const SHARDS: usize = 64;
 
@@ -32,6 +45,8 @@ struct Channel {
     /// Serializes broker (un)subscribe calls for this channel; holds whether
     /// the broker is currently subscribed.
     broker_state: Arc<tokio::sync::Mutex<bool>>,
+    /// The stream as this node delivered it (channels with history only).
+    cursor: OnceLock<Box<Mutex<Cursor>>>,
 }
 
 impl Channel {
@@ -40,37 +55,52 @@ impl Channel {
             subscribers: HashMap::new(),
             node_refs: 0,
             broker_state: Arc::new(tokio::sync::Mutex::new(false)),
+            cursor: OnceLock::new(),
         }
+    }
+
+    fn cursor(&self) -> &Mutex<Cursor> {
+        self.cursor.get_or_init(Box::default)
     }
 }
 
 type Shard = RwLock<HashMap<Arc<str>, Channel>>;
 
-/// Local subscribers per channel, in front of a broker.
 /// Handler of publications on reserved channels.
 type ControlHook = Box<dyn Fn(&Arc<Publication>) + Send + Sync>;
 
+/// Local subscribers per channel, in front of a broker.
 pub(crate) struct Registry {
     shards: Box<[Shard]>,
     hasher: std::collections::hash_map::RandomState,
     broker: Arc<dyn Broker>,
+    namespaces: Arc<Namespaces>,
     control: OnceLock<ControlHook>,
 }
 
 impl Registry {
-    pub(crate) fn new(broker: Arc<dyn Broker>) -> Arc<Self> {
+    pub(crate) fn new(broker: Arc<dyn Broker>, namespaces: Arc<Namespaces>) -> Arc<Self> {
         let registry = Arc::new(Self {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             hasher: Default::default(),
             broker,
+            namespaces,
             control: OnceLock::new(),
         });
-        let weak = Arc::downgrade(&registry);
-        registry.broker.start(BrokerSink::new(move |publication| {
-            if let Some(registry) = weak.upgrade() {
-                registry.deliver(&publication);
-            }
-        }));
+        let deliver = Arc::downgrade(&registry);
+        let resync = Arc::downgrade(&registry);
+        registry.broker.start(BrokerSink::with_resync(
+            move |publication| {
+                if let Some(registry) = deliver.upgrade() {
+                    registry.deliver(&publication);
+                }
+            },
+            move |channel| {
+                if let Some(registry) = resync.upgrade() {
+                    registry.resync(channel);
+                }
+            },
+        ));
         registry
     }
 
@@ -87,9 +117,10 @@ impl Registry {
         &self.shards[(self.hasher.hash_one(channel) as usize) % SHARDS]
     }
 
-    /// Fans a publication out to the local subscribers of its channel.
+    /// Hands a publication from the broker to the local subscribers of its
+    /// channel (through the channel's cursor when it has a position).
     /// Returns how many queues accepted it.
-    pub(crate) fn deliver(&self, publication: &Arc<Publication>) -> usize {
+    pub(crate) fn deliver(self: &Arc<Self>, publication: &Arc<Publication>) -> usize {
         if publication.channel.starts_with(RESERVED_PREFIX) {
             if let Some(control) = self.control.get() {
                 control(publication);
@@ -100,20 +131,133 @@ impl Registry {
         let Some(channel) = shard.get(&publication.channel) else {
             return 0;
         };
-        let mut delivered = 0;
-        for socket in channel.subscribers.values() {
-            if socket.enqueue(Outbound::Publication(publication.clone())) {
-                delivered += 1;
-            }
+        if publication.position.is_none() {
+            return fan_out(channel, publication);
         }
-        let total = channel.subscribers.len();
+        // The steps are fanned out under the cursor's lock, so that a repair
+        // completing at the same time (or a second broker connection during
+        // a subscription move) cannot interleave its deliveries.
+        let mut cursor = channel.cursor().lock();
+        let (steps, repair) = cursor.offer(publication.clone());
+        let delivered = self.apply(channel, &publication.channel, steps);
+        drop(cursor);
         drop(shard);
-        metrics::counter!("herald_deliveries_total").increment(delivered as u64);
-        if delivered < total {
-            metrics::counter!("herald_deliveries_dropped_total")
-                .increment((total - delivered) as u64);
+        if let Some(request) = repair {
+            self.spawn_repair(publication.channel.clone(), request);
         }
         delivered
+    }
+
+    /// Fans the cursor's steps out, in order.
+    fn apply(&self, channel: &Channel, name: &Arc<str>, steps: Vec<Step>) -> usize {
+        let mut delivered = 0;
+        for step in steps {
+            match step {
+                Step::Deliver(p) => delivered += fan_out(channel, &p),
+                Step::Unrecoverable(position) => {
+                    tracing::warn!(channel = %name, offset = position.offset, epoch = %position.epoch, "publications lost for good on this node; subscribers told");
+                    let notice = Arc::new(Notice::new(name.clone(), position));
+                    for socket in channel.subscribers.values() {
+                        socket.enqueue(Outbound::Unrecoverable(notice.clone()));
+                    }
+                }
+            }
+        }
+        delivered
+    }
+
+    /// A subscriber read `channel`'s stream at `position` (see
+    /// [`Cursor::seed`]).
+    pub(crate) fn seed(&self, channel: &str, position: &StreamPosition) {
+        let shard = self.shard(channel).read();
+        if let Some(entry) = shard.get(channel) {
+            entry.cursor().lock().seed(position);
+        }
+    }
+
+    /// The broker may have lost publications on `channel` (every channel
+    /// when `None`): repair from the history.
+    pub(crate) fn resync(self: &Arc<Self>, channel: Option<&str>) {
+        let mut repairs: Vec<(Arc<str>, RepairRequest)> = Vec::new();
+        let mut visit = |name: &Arc<str>, entry: &Channel| {
+            if let Some(cursor) = entry.cursor.get()
+                && let Some(request) = cursor.lock().resync()
+            {
+                repairs.push((name.clone(), request));
+            }
+        };
+        match channel {
+            Some(channel) => {
+                let shard = self.shard(channel).read();
+                if let Some((name, entry)) = shard.get_key_value(channel) {
+                    visit(name, entry);
+                }
+            }
+            None => {
+                for shard in self.shards.iter() {
+                    for (name, entry) in shard.read().iter() {
+                        visit(name, entry);
+                    }
+                }
+            }
+        }
+        for (name, request) in repairs {
+            self.spawn_repair(name, request);
+        }
+    }
+
+    fn spawn_repair(self: &Arc<Self>, channel: Arc<str>, request: RepairRequest) {
+        let Some(policy) = self
+            .namespaces
+            .resolve(&channel)
+            .ok()
+            .and_then(|ns| ns.history.clone())
+        else {
+            // No history to read (the channel's options say none): report
+            // the gap at once.
+            self.finish_repair(&channel, |c| (c.abandon(request.id), None));
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(repair::run(Arc::downgrade(self), channel, policy, request));
+            }
+            Err(_) => self.finish_repair(&channel, |c| (c.abandon(request.id), None)),
+        }
+    }
+
+    /// Runs `f` on `channel`'s cursor and fans its steps out; starts the
+    /// next repair it asks for.
+    fn finish_repair(
+        self: &Arc<Self>,
+        channel: &str,
+        f: impl FnOnce(&mut Cursor) -> (Vec<Step>, Option<RepairRequest>),
+    ) {
+        let shard = self.shard(channel).read();
+        let Some((name, entry)) = shard.get_key_value(channel) else {
+            return;
+        };
+        let Some(cursor) = entry.cursor.get() else {
+            return;
+        };
+        let mut cursor = cursor.lock();
+        let (steps, next) = f(&mut cursor);
+        self.apply(entry, name, steps);
+        drop(cursor);
+        let name = name.clone();
+        drop(shard);
+        if let Some(request) = next {
+            self.spawn_repair(name, request);
+        }
+    }
+
+    /// Whether `channel`'s cursor is still repairing.
+    fn repairing(&self, channel: &str) -> bool {
+        let shard = self.shard(channel).read();
+        shard
+            .get(channel)
+            .and_then(|e| e.cursor.get())
+            .is_some_and(|c| c.lock().repairing())
     }
 
     /// Number of local subscribers of a channel.
@@ -251,14 +395,6 @@ impl Registry {
         true
     }
 
-    /// Unsubscribes a closing socket from all its channels.
-    pub(crate) async fn unsubscribe_all(&self, socket: &SocketShared) {
-        let channels: Vec<Arc<str>> = socket.channels.lock().iter().cloned().collect();
-        for channel in channels {
-            self.unsubscribe(socket, &channel).await;
-        }
-    }
-
     /// Brings the broker subscription of a channel in line with its local
     /// subscribers, and forgets the channel once it has none. Calls for one
     /// channel are serialized by its mutex, so the broker sees subscribe and
@@ -291,4 +427,21 @@ impl Registry {
         }
         Ok(())
     }
+}
+
+/// Queues `publication` for every subscriber of `channel`; returns how many
+/// queues took it.
+fn fan_out(channel: &Channel, publication: &Arc<Publication>) -> usize {
+    let mut delivered = 0;
+    for socket in channel.subscribers.values() {
+        if socket.enqueue(Outbound::Publication(publication.clone())) {
+            delivered += 1;
+        }
+    }
+    let total = channel.subscribers.len();
+    metrics::counter!("herald_deliveries_total").increment(delivered as u64);
+    if delivered < total {
+        metrics::counter!("herald_deliveries_dropped_total").increment((total - delivered) as u64);
+    }
+    delivered
 }

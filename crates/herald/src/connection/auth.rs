@@ -1,0 +1,215 @@
+//! Authentication on a socket: the handshake, `#authenticate`, the token's
+//! expiry, and keeping the cluster's user index in line with the token.
+//!
+//! Tokens are verified by the server's [`crate::AuthEngine`], then by the
+//! authenticate middleware; a refused handshake token leaves the socket
+//! connected but unauthenticated (socketcluster's behaviour), a bad one is
+//! followed by `#removeAuthToken`.
+
+use std::sync::Arc;
+
+use herald_protocol::error::{ErrorPayload, names};
+use herald_protocol::outbound::{self, AuthenticateStatus, HandshakeStatus};
+use herald_protocol::{Cid, close};
+use serde_json::Value;
+
+use super::{Conn, Flow};
+use crate::auth::{Claims, TokenError, expiry_of, unix_now};
+use crate::cluster::user_channel;
+use crate::socket::{AuthState, SocketState};
+
+impl Conn {
+    /// Verifies a token and runs the authenticate middleware.
+    pub(super) async fn verify(&self, token: &str) -> Result<Claims, ErrorPayload> {
+        let claims = self.server.auth.verify(token).map_err(|e| e.payload)?;
+        for m in &self.server.middleware {
+            m.authenticate(&self.socket, &claims).await?;
+        }
+        Ok(claims)
+    }
+
+    fn authenticate_with(&self, signed: String, claims: Claims) {
+        let expiry = expiry_of(&claims);
+        self.shared.set_auth(Some(AuthState {
+            claims: Arc::new(claims),
+            signed: Arc::from(signed),
+            expiry,
+        }));
+    }
+
+    pub(super) async fn on_handshake(&mut self, cid: Option<Cid>, token: Option<String>) -> Flow {
+        let Some(cid) = cid else {
+            return Flow::Close(
+                close::HANDSHAKE_REJECTED,
+                "Handshake request was malformatted".into(),
+            );
+        };
+        let (claims, auth_error) = match &token {
+            None => (None, None),
+            Some(t) => match self.verify(t).await {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(e)),
+            },
+        };
+        for m in &self.server.middleware {
+            if let Err(e) = m.handshake(&self.socket, claims.as_ref()).await {
+                let code = e
+                    .extra
+                    .get("statusCode")
+                    .and_then(Value::as_u64)
+                    .and_then(|c| u16::try_from(c).ok())
+                    .filter(|c| (4000..5000).contains(c))
+                    .unwrap_or(close::HANDSHAKE_REJECTED);
+                self.send(outbound::reply_error(&cid, &e));
+                return Flow::Close(code, e.message);
+            }
+        }
+        let is_authenticated = match (claims, token) {
+            (Some(claims), Some(token)) => {
+                self.authenticate_with(token, claims);
+                true
+            }
+            _ => {
+                self.shared.set_auth(None);
+                false
+            }
+        };
+        let bad_token = auth_error.as_ref().is_some_and(ErrorPayload::is_bad_token);
+        let status = HandshakeStatus {
+            id: self.shared.id.to_string(),
+            ping_timeout: self.server.config.ping_timeout.as_millis() as u64,
+            auth_error,
+            is_authenticated,
+        };
+        let first = !self.handshaken;
+        self.handshaken = true;
+        self.shared.set_state(SocketState::Open);
+        self.send(outbound::handshake_reply(&cid, &status));
+        if bad_token {
+            self.send(outbound::remove_auth_token());
+        }
+        if first {
+            metrics::counter!("herald_handshakes_total").increment(1);
+            for hook in &self.server.on_connection {
+                tokio::spawn(hook(self.socket.clone()));
+            }
+        }
+        Flow::Continue
+    }
+
+    pub(super) async fn on_authenticate(
+        &mut self,
+        cid: Option<Cid>,
+        token: Option<String>,
+    ) -> Flow {
+        let Some(cid) = cid else {
+            return Flow::Close(
+                close::HANDSHAKE_REJECTED,
+                "Authenticate request was malformatted".into(),
+            );
+        };
+        let Some(token) = token else {
+            let e = TokenError {
+                payload: ErrorPayload::new(
+                    names::AUTH_TOKEN,
+                    "Invalid token format - Token must be a string",
+                )
+                .with("isBadToken", true),
+            };
+            self.shared.set_auth(None);
+            self.send(outbound::remove_auth_token());
+            self.send(outbound::reply_error(&cid, &e.payload));
+            return Flow::Continue;
+        };
+        let status = match self.verify(&token).await {
+            Ok(claims) => {
+                self.authenticate_with(token, claims);
+                AuthenticateStatus {
+                    is_authenticated: true,
+                    auth_error: None,
+                }
+            }
+            Err(e) if e.is_bad_token() => {
+                self.shared.set_auth(None);
+                self.send(outbound::reply_error(&cid, &e));
+                self.send(outbound::remove_auth_token());
+                return Flow::Continue;
+            }
+            Err(e) => {
+                self.shared.set_auth(None);
+                AuthenticateStatus {
+                    is_authenticated: false,
+                    auth_error: Some(e),
+                }
+            }
+        };
+        // AuthenticateStatus holds only a bool and an error object.
+        if let Ok(frame) = outbound::reply(&cid, &status) {
+            self.send(frame);
+        }
+        Flow::Continue
+    }
+
+    /// Keeps the cluster's user index (and this node's subscription to the
+    /// user's reserved channel) in line with the socket's token.
+    pub(super) async fn sync_user(&mut self) {
+        self.server
+            .presence
+            .reauthenticated(&self.server, &self.socket)
+            .await;
+        let claim = &self.server.config.user_claim;
+        let wanted: Option<Arc<str>> =
+            self.shared
+                .auth
+                .lock()
+                .as_ref()
+                .and_then(|a| match a.claims.get(claim.as_str())? {
+                    Value::String(s) => Some(Arc::from(s.as_str())),
+                    Value::Number(n) => Some(Arc::from(n.to_string())),
+                    _ => None,
+                });
+        if wanted == self.user {
+            return;
+        }
+        let key = self.shared.key;
+        if let Some(old) = self.user.take() {
+            self.server.cluster.remove_user_socket(&old, key);
+            self.server
+                .registry
+                .unsubscribe_node(&user_channel(&old))
+                .await;
+        }
+        if let Some(user) = wanted {
+            match self
+                .server
+                .registry
+                .subscribe_node(&user_channel(&user))
+                .await
+            {
+                Ok(()) => {
+                    self.server.cluster.add_user_socket(&user, key);
+                    self.user = Some(user);
+                }
+                Err(e) => {
+                    tracing::warn!(%user, error = %e, "cannot subscribe to the user's messages");
+                }
+            }
+        }
+    }
+
+    /// Deauthenticates the socket if its token expired: run when the expiry
+    /// timer fires and before each action, as socketcluster-server does.
+    pub(super) fn check_token_expiry(&self) {
+        let expired = {
+            let auth = self.shared.auth.lock();
+            auth.as_ref()
+                .and_then(|a| a.expiry)
+                .is_some_and(|exp| unix_now() >= exp)
+        };
+        if expired {
+            tracing::debug!(socket = %self.shared.id, "auth token expired");
+            self.shared.set_auth(None);
+            self.send(outbound::remove_auth_token());
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! The writing side of a socket: what is queued becomes frames, in batches,
+//! with each history channel's stream kept in order for this client.
+//!
+//! Writes are batched: when the queue has items, up to [`MAX_BATCH`] frames
+//! are fed to the codec (which gathers them into vectored writes) and
+//! flushed once. A write that blocks for `write_timeout` drops the socket.
+//!
+//! **Streams.** On a channel with history, the client knows its position
+//! (offset and epoch) and must see every later publication once, in order.
+//! The [`Writer`] keeps that position per channel and drops a publication
+//! it already delivered (the registry's fan-out and a recovery can both
+//! carry one). While a subscribe on such a channel is answered, the
+//! channel's live publications are **held**
+//! ([`Outbound::SubscribeBegin`]); at [`Outbound::SubscribeEnd`] the
+//! recovered publications go out, then the reply, then what was held after
+//! the reply's position: no gap and no duplicate across the switch from
+//! history to live.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use herald_protocol::outbound;
+use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_websockets::{Message, Payload, WebSocketStream};
+
+use super::{CLOSE_GRACE, Conn};
+use crate::broker::{MessageKind, Publication, StreamPosition};
+use crate::middleware::PublishOut;
+use crate::socket::{Notice, Outbound, SocketShared, SubscribeEnd};
+
+/// Most frames written per flush.
+pub(super) const MAX_BATCH: usize = 512;
+
+/// What to write for one queued item.
+#[derive(Debug)]
+pub(super) enum Ready {
+    /// A frame as it is.
+    Frame(Bytes),
+    /// A publication: its shared frame, after publish-out middleware.
+    Publication(Arc<Publication>),
+}
+
+/// The socket held more publications than its queue holds while
+/// subscribes were answered.
+#[derive(Debug)]
+pub(super) struct Overflow;
+
+/// Per-socket stream bookkeeping. See the module documentation.
+pub(super) struct Writer {
+    /// The client's position on each history channel it is subscribed to.
+    positions: HashMap<Arc<str>, StreamPosition>,
+    /// History channels being subscribed, with what arrived meanwhile.
+    held: HashMap<Arc<str>, Vec<Outbound>>,
+    held_count: usize,
+    max_held: usize,
+}
+
+impl Writer {
+    /// A writer that holds at most `max_held` items during subscribes.
+    pub(super) fn new(max_held: usize) -> Self {
+        Self {
+            positions: HashMap::new(),
+            held: HashMap::new(),
+            held_count: 0,
+            max_held: max_held.max(1),
+        }
+    }
+
+    /// Turns one queued item into what to write, appended to `out` in
+    /// order.
+    pub(super) fn accept(
+        &mut self,
+        item: Outbound,
+        socket: &SocketShared,
+        out: &mut Vec<Ready>,
+    ) -> Result<(), Overflow> {
+        match item {
+            Outbound::Frame(frame) => out.push(Ready::Frame(frame)),
+            Outbound::Publication(p) if p.position.is_none() => match p.kind {
+                MessageKind::Publication => out.push(Ready::Publication(p)),
+                _ => out.push(Ready::Frame(p.frame.clone())),
+            },
+            Outbound::Publication(p) => {
+                if self.held.contains_key(&p.channel) {
+                    return self.hold_in(p.channel.clone(), Outbound::Publication(p));
+                }
+                self.publication(p, socket, out);
+            }
+            Outbound::Unrecoverable(notice) => {
+                if self.held.contains_key(&notice.channel) {
+                    return self.hold_in(notice.channel.clone(), Outbound::Unrecoverable(notice));
+                }
+                self.notice(&notice, out);
+            }
+            Outbound::SubscribeBegin(channel) => {
+                self.held.entry(channel).or_default();
+            }
+            Outbound::SubscribeEnd(end) => self.end(*end, socket, out)?,
+        }
+        Ok(())
+    }
+
+    fn hold_in(&mut self, channel: Arc<str>, item: Outbound) -> Result<(), Overflow> {
+        if self.held_count >= self.max_held {
+            return Err(Overflow);
+        }
+        self.held_count += 1;
+        self.held.entry(channel).or_default().push(item);
+        Ok(())
+    }
+
+    /// A publication with a position: written unless already delivered.
+    fn publication(&mut self, p: Arc<Publication>, socket: &SocketShared, out: &mut Vec<Ready>) {
+        let Some(pos) = p.position.as_ref() else {
+            out.push(Ready::Publication(p));
+            return;
+        };
+        match self.positions.get_mut(&p.channel) {
+            Some(known) if known.epoch == pos.epoch && pos.offset <= known.offset => return,
+            Some(known) => *known = pos.clone(),
+            None => {
+                self.prune(socket);
+                self.positions.insert(p.channel.clone(), pos.clone());
+            }
+        }
+        out.push(Ready::Publication(p));
+    }
+
+    /// `#herald/unrecoverable`: written unless the client is already past
+    /// the position it names.
+    fn notice(&mut self, notice: &Notice, out: &mut Vec<Ready>) {
+        if let Some(known) = self.positions.get(&notice.channel)
+            && known.epoch == notice.position.epoch
+            && known.offset >= notice.position.offset
+        {
+            return;
+        }
+        self.positions
+            .insert(notice.channel.clone(), notice.position.clone());
+        out.push(Ready::Frame(notice.frame.clone()));
+    }
+
+    fn end(
+        &mut self,
+        end: SubscribeEnd,
+        socket: &SocketShared,
+        out: &mut Vec<Ready>,
+    ) -> Result<(), Overflow> {
+        let held = self.held.remove(&end.channel).unwrap_or_default();
+        self.held_count = self.held_count.saturating_sub(held.len());
+        let Some(position) = end.position else {
+            // Refused: what was held belongs to no subscription.
+            out.extend(end.reply.map(Ready::Frame));
+            return Ok(());
+        };
+        // The recovered publications are exactly those after the client's
+        // position, in order: they define where it stands.
+        for p in end.recovered {
+            if let Some(pos) = &p.position {
+                self.positions.insert(end.channel.clone(), pos.clone());
+            }
+            out.push(Ready::Publication(p));
+        }
+        out.extend(end.reply.map(Ready::Frame));
+        match self.positions.get_mut(&end.channel) {
+            Some(known) if known.epoch == position.epoch && known.offset >= position.offset => {}
+            Some(known) => *known = position,
+            None => {
+                self.prune(socket);
+                self.positions.insert(end.channel.clone(), position);
+            }
+        }
+        for item in held {
+            self.accept(item, socket, out)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the positions of channels the socket left, once they
+    /// outnumber its subscriptions (a client subscribing and unsubscribing
+    /// many channels must not grow this map).
+    fn prune(&mut self, socket: &SocketShared) {
+        if self.positions.len() < 16 {
+            return;
+        }
+        let channels = socket.channels.lock();
+        if self.positions.len() <= 2 * channels.len() {
+            return;
+        }
+        let held = &self.held;
+        self.positions
+            .retain(|c, _| channels.contains(c) || held.contains_key(c));
+    }
+
+    /// Number of channels with a position (for tests).
+    #[cfg(test)]
+    pub(super) fn tracked(&self) -> usize {
+        self.positions.len()
+    }
+}
+
+impl Conn {
+    /// Writes a batch of queued frames with one flush.
+    pub(super) async fn write_batch<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        rx: &mut mpsc::Receiver<Outbound>,
+        first: Outbound,
+    ) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let write_timeout = self.server.config.write_timeout;
+        let mut ready = Vec::new();
+        let mut next = Some(first);
+        let mut items = 0;
+        while let Some(item) = next {
+            if self.writer.accept(item, &self.shared, &mut ready).is_err() {
+                metrics::counter!("herald_slow_consumer_closes_total").increment(1);
+                self.shared
+                    .request_close(herald_protocol::close::SLOW_CONSUMER, None);
+                return Ok(());
+            }
+            items += 1;
+            if items >= MAX_BATCH || ready.len() >= MAX_BATCH {
+                break;
+            }
+            next = rx.try_recv().ok();
+        }
+        if ready.is_empty() {
+            return Ok(());
+        }
+        let work = async {
+            for r in ready {
+                let frame = match r {
+                    Ready::Frame(f) => Some(f),
+                    Ready::Publication(p) => self.publish_out(&p).await,
+                };
+                if let Some(frame) = frame {
+                    ws.feed(Message::text(Payload::from(frame)))
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+            }
+            ws.flush().await.map_err(|e| e.to_string())
+        };
+        tokio::pin!(work);
+        // Most batches complete without blocking: arm the write timer (a
+        // timer-wheel registration) only for a write that has to wait.
+        if let std::task::Poll::Ready(r) = futures_util::poll!(&mut work) {
+            return r;
+        }
+        match tokio::time::timeout(write_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("write blocked for more than {write_timeout:?}")),
+        }
+    }
+
+    /// Writes whatever is queued, within the close grace period.
+    pub(super) async fn drain<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        rx: &mut mpsc::Receiver<Outbound>,
+    ) where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let work = async {
+            while let Ok(item) = rx.try_recv() {
+                if self.write_batch(ws, rx, item).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, work).await;
+    }
+
+    /// The frame `socket` receives of a publication, after publish-out
+    /// middleware (`None`: not delivered to it).
+    async fn publish_out(&self, p: &Publication) -> Option<Bytes> {
+        if self.server.publish_out.is_empty() {
+            return Some(p.frame.clone());
+        }
+        let mut replaced: Option<Value> = None;
+        for m in &self.server.publish_out {
+            match m.publish_out(&self.socket, p).await {
+                PublishOut::Deliver => {}
+                PublishOut::Drop => return None,
+                PublishOut::Replace(v) => replaced = Some(v),
+            }
+        }
+        match replaced {
+            None => Some(p.frame.clone()),
+            Some(v) => {
+                let raw = serde_json::value::to_raw_value(&v).ok()?;
+                let position = p.position.as_ref().map(|q| (q.offset, &*q.epoch));
+                Some(outbound::publication_at(&p.channel, Some(&raw), position))
+            }
+        }
+    }
+}

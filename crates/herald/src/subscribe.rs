@@ -1,0 +1,189 @@
+//! Subscribing a socket to a channel, and unsubscribing it: one path for
+//! every caller.
+//!
+//! A subscribe checks the channel name and finds its namespace, applies the
+//! namespace's subscribe rule and the subscribe middleware, and adds the
+//! socket to the channel in the registry (which subscribes the broker when
+//! the node had no subscriber yet). On a channel with history it then reads
+//! the stream's position, and when the client asked to recover, what it
+//! missed; the socket's writer (`connection::writer`) holds the channel's
+//! live publications from before the registry call until the reply, so the
+//! client gets the missed publications, the reply, then live ones, with no
+//! gap and no duplicate. On a channel with presence the socket is recorded
+//! (and, with `join_leave`, a join is published).
+//!
+//! Unsubscribing (by the client, by `kick_out`, at close) goes through
+//! [`ServerInner::unsubscribe`] so that presence is always cleaned up.
+
+use std::sync::Arc;
+
+use herald_protocol::error::{ErrorPayload, names};
+use herald_protocol::{Cid, ext, outbound};
+use serde_json::value::RawValue;
+
+use crate::broker::{HistoryQuery, StreamPosition};
+use crate::middleware::SubscribeRequest;
+use crate::namespace::Resolved;
+use crate::publish::forbidden;
+use crate::server::ServerInner;
+use crate::socket::{Outbound, Socket, SubscribeEnd};
+
+impl ServerInner {
+    /// Whether `socket` may subscribe to `channel` (name, namespace, rule,
+    /// middleware): the check of a subscribe and of history and presence
+    /// reads.
+    pub(crate) async fn may_subscribe(
+        &self,
+        socket: &Socket,
+        channel: &str,
+        data: Option<&RawValue>,
+    ) -> Result<&Arc<Resolved>, ErrorPayload> {
+        let ns = self.channel_options(channel)?;
+        let rule = ns.options.subscribe;
+        if !rule.allows(socket) {
+            return Err(forbidden(rule, "subscribe to", channel));
+        }
+        if !self.middleware.is_empty() {
+            let mut request = SubscribeRequest {
+                channel: channel.to_owned(),
+                data: data.map(|d| serde_json::from_str(d.get()).unwrap_or_default()),
+            };
+            for m in &self.middleware {
+                m.subscribe(socket, &mut request).await?;
+            }
+        }
+        Ok(ns)
+    }
+
+    /// A client's `#subscribe`. Every outcome (reply, recovered
+    /// publications) is queued on the socket, in order; a subscribe without
+    /// `cid` gets no reply.
+    pub(crate) async fn subscribe(
+        &self,
+        socket: &Socket,
+        cid: Option<&Cid>,
+        channel: &str,
+        data: Option<&RawValue>,
+        recover: Option<StreamPosition>,
+    ) {
+        let reply = |result: Result<(), ErrorPayload>| -> Option<bytes::Bytes> {
+            let cid = cid?;
+            Some(match result {
+                Ok(()) => outbound::ack(cid),
+                Err(e) => outbound::reply_error(cid, &e),
+            })
+        };
+        let ns = match self.may_subscribe(socket, channel, data).await {
+            Ok(ns) => ns.clone(),
+            Err(e) => {
+                tracing::debug!(socket = %socket.id(), channel, error = %e, "subscribe refused");
+                if let Some(frame) = reply(Err(e)) {
+                    socket.0.enqueue(Outbound::Frame(frame));
+                }
+                return;
+            }
+        };
+        tracing::trace!(socket = %socket.id(), channel, namespace = %ns.name, "subscribe");
+        let Some(policy) = ns.history.clone() else {
+            let result = self.registry.subscribe(&socket.0, channel).await;
+            let ok = result.is_ok();
+            if let Some(frame) = reply(result) {
+                socket.0.enqueue(Outbound::Frame(frame));
+            }
+            if ok {
+                self.presence.joined(self, socket, channel, &ns).await;
+            }
+            return;
+        };
+
+        let name: Arc<str> = Arc::from(channel);
+        socket.0.enqueue(Outbound::SubscribeBegin(name.clone()));
+        let failed = |e: ErrorPayload| {
+            Box::new(SubscribeEnd {
+                channel: name.clone(),
+                recovered: Vec::new(),
+                reply: reply(Err(e)),
+                position: None,
+            })
+        };
+        if let Err(e) = self.registry.subscribe(&socket.0, channel).await {
+            socket.0.enqueue(Outbound::SubscribeEnd(failed(e)));
+            return;
+        }
+        let asked = recover.is_some();
+        let since = recover.filter(|_| ns.options.recover);
+        let query = HistoryQuery {
+            since: since.clone(),
+            limit: if since.is_some() { policy.size } else { 0 },
+        };
+        let page = match self
+            .registry
+            .broker()
+            .history(channel, &policy, &query)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::warn!(channel, error = %e, "cannot read the channel's stream; subscribe refused");
+                self.unsubscribe(socket, channel).await;
+                let e = ErrorPayload::new(
+                    names::BROKER,
+                    format!("Failed to subscribe socket to the {channel} channel - {e}"),
+                );
+                socket.0.enqueue(Outbound::SubscribeEnd(failed(e)));
+                return;
+            }
+        };
+        self.registry.seed(channel, &page.position);
+        let recovered = match &since {
+            Some(since) if page.recovers(since) => {
+                metrics::counter!("herald_recoveries_total", "outcome" => "recovered").increment(1);
+                Some(page.publications)
+            }
+            _ if asked => {
+                metrics::counter!("herald_recoveries_total", "outcome" => "unrecoverable")
+                    .increment(1);
+                None
+            }
+            _ => None,
+        };
+        let status = ext::SubscribeStatus {
+            offset: page.position.offset,
+            epoch: page.position.epoch.to_string(),
+            recovered: asked.then_some(recovered.is_some()),
+        };
+        let frame = cid.map(|cid| {
+            // A SubscribeStatus is a number, a string and a bool.
+            outbound::reply(cid, &status).expect("a subscribe status encodes")
+        });
+        socket
+            .0
+            .enqueue(Outbound::SubscribeEnd(Box::new(SubscribeEnd {
+                channel: name,
+                recovered: recovered.unwrap_or_default(),
+                reply: frame,
+                position: Some(page.position),
+            })));
+        self.presence.joined(self, socket, channel, &ns).await;
+    }
+
+    /// Unsubscribes `socket` from `channel` (and from its presence).
+    /// Returns whether it was subscribed.
+    pub(crate) async fn unsubscribe(&self, socket: &Socket, channel: &str) -> bool {
+        if !self.registry.unsubscribe(&socket.0, channel).await {
+            return false;
+        }
+        if let Ok(ns) = self.namespaces.resolve(channel) {
+            let ns = ns.clone();
+            self.presence.left(self, socket, channel, &ns).await;
+        }
+        true
+    }
+
+    /// Unsubscribes a closing socket from every channel.
+    pub(crate) async fn unsubscribe_all(&self, socket: &Socket) {
+        for channel in socket.subscriptions() {
+            self.unsubscribe(socket, &channel).await;
+        }
+    }
+}
