@@ -170,12 +170,6 @@ impl Presence {
             .flat_map(|entries| entries.values().cloned())
             .collect()
     }
-
-    /// Number of this node's presence entries.
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.local.lock().values().map(HashMap::len).sum()
-    }
 }
 
 async fn publish_event(

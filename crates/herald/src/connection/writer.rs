@@ -16,12 +16,13 @@
 //! the reply's position: no gap and no duplicate across the switch from
 //! history to live.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
 use herald_protocol::outbound;
+use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
@@ -30,7 +31,7 @@ use tokio_websockets::{Message, Payload, WebSocketStream};
 use super::{CLOSE_GRACE, Conn};
 use crate::broker::{MessageKind, Publication, StreamPosition};
 use crate::middleware::PublishOut;
-use crate::socket::{Notice, Outbound, SocketShared, SubscribeEnd};
+use crate::socket::{Notice, Outbound, SubscribeEnd};
 
 /// Most frames written per flush.
 pub(super) const MAX_BATCH: usize = 512;
@@ -71,13 +72,14 @@ impl Writer {
     }
 
     /// Turns one queued item into what to write, appended to `out` in
-    /// order.
+    /// order. `subscribed` is the socket's set of channels.
     pub(super) fn accept(
         &mut self,
         item: Outbound,
-        socket: &SocketShared,
+        subscribed: &Mutex<HashSet<Arc<str>>>,
         out: &mut Vec<Ready>,
     ) -> Result<(), Overflow> {
+        let socket = subscribed;
         match item {
             Outbound::Frame(frame) => out.push(Ready::Frame(frame)),
             Outbound::Publication(p) if p.position.is_none() => match p.kind {
@@ -114,7 +116,12 @@ impl Writer {
     }
 
     /// A publication with a position: written unless already delivered.
-    fn publication(&mut self, p: Arc<Publication>, socket: &SocketShared, out: &mut Vec<Ready>) {
+    fn publication(
+        &mut self,
+        p: Arc<Publication>,
+        socket: &Mutex<HashSet<Arc<str>>>,
+        out: &mut Vec<Ready>,
+    ) {
         let Some(pos) = p.position.as_ref() else {
             out.push(Ready::Publication(p));
             return;
@@ -147,7 +154,7 @@ impl Writer {
     fn end(
         &mut self,
         end: SubscribeEnd,
-        socket: &SocketShared,
+        socket: &Mutex<HashSet<Arc<str>>>,
         out: &mut Vec<Ready>,
     ) -> Result<(), Overflow> {
         let held = self.held.remove(&end.channel).unwrap_or_default();
@@ -183,11 +190,11 @@ impl Writer {
     /// Forgets the positions of channels the socket left, once they
     /// outnumber its subscriptions (a client subscribing and unsubscribing
     /// many channels must not grow this map).
-    fn prune(&mut self, socket: &SocketShared) {
+    fn prune(&mut self, subscribed: &Mutex<HashSet<Arc<str>>>) {
         if self.positions.len() < 16 {
             return;
         }
-        let channels = socket.channels.lock();
+        let channels = subscribed.lock();
         if self.positions.len() <= 2 * channels.len() {
             return;
         }
@@ -219,7 +226,11 @@ impl Conn {
         let mut next = Some(first);
         let mut items = 0;
         while let Some(item) = next {
-            if self.writer.accept(item, &self.shared, &mut ready).is_err() {
+            if self
+                .writer
+                .accept(item, &self.shared.channels, &mut ready)
+                .is_err()
+            {
                 metrics::counter!("herald_slow_consumer_closes_total").increment(1);
                 self.shared
                     .request_close(herald_protocol::close::SLOW_CONSUMER, None);
@@ -300,5 +311,188 @@ impl Conn {
                 Some(outbound::publication_at(&p.channel, Some(&raw), position))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publication(channel: &str, offset: u64, epoch: &str) -> Outbound {
+        Outbound::Publication(Arc::new(Publication::at(
+            channel,
+            None,
+            Some(StreamPosition::new(offset, epoch)),
+        )))
+    }
+
+    /// What the writer lets through, as short strings: `c3` for offset 3
+    /// of channel c, `R` for a frame (reply), `!c5` for a notice.
+    fn run(
+        w: &mut Writer,
+        subscribed: &Mutex<HashSet<Arc<str>>>,
+        items: Vec<Outbound>,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for item in items {
+            w.accept(item, subscribed, &mut out).expect("no overflow");
+        }
+        out.iter()
+            .map(|r| match r {
+                Ready::Publication(p) => format!(
+                    "{}{}",
+                    p.channel,
+                    p.position.as_ref().map_or(0, |q| q.offset)
+                ),
+                Ready::Frame(f) if f.starts_with(b"{\"event\":\"#herald/unrecoverable") => {
+                    "!".to_owned()
+                }
+                Ready::Frame(_) => "R".to_owned(),
+            })
+            .collect()
+    }
+
+    fn end(channel: &str, recovered: &[u64], top: Option<u64>) -> Outbound {
+        Outbound::SubscribeEnd(Box::new(SubscribeEnd {
+            channel: Arc::from(channel),
+            recovered: recovered
+                .iter()
+                .map(|o| {
+                    Arc::new(Publication::at(
+                        channel,
+                        None,
+                        Some(StreamPosition::new(*o, "e")),
+                    ))
+                })
+                .collect(),
+            reply: Some(Bytes::from_static(b"{\"rid\":1}")),
+            position: top.map(|t| StreamPosition::new(t, "e")),
+        }))
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_epochs_switch() {
+        let mut w = Writer::new(100);
+        let subs = Mutex::new(HashSet::new());
+        let got = run(
+            &mut w,
+            &subs,
+            vec![
+                publication("c", 1, "e"),
+                publication("c", 2, "e"),
+                publication("c", 2, "e"),
+                publication("c", 1, "e"),
+                publication("c", 1, "f"),
+                publication("d", 1, "e"),
+            ],
+        );
+        assert_eq!(got, ["c1", "c2", "c1", "d1"]);
+    }
+
+    #[test]
+    fn a_subscribe_sends_recovered_then_reply_then_what_was_held() {
+        let mut w = Writer::new(100);
+        let subs = Mutex::new(HashSet::new());
+        let got = run(
+            &mut w,
+            &subs,
+            vec![
+                Outbound::SubscribeBegin(Arc::from("c")),
+                // Live publications arriving while history is read: 5 is
+                // also recovered, 6 is not.
+                publication("c", 5, "e"),
+                publication("c", 6, "e"),
+                Outbound::Frame(Bytes::from_static(b"{\"rid\":9}")),
+                end("c", &[3, 4, 5], Some(5)),
+                publication("c", 6, "e"),
+                publication("c", 7, "e"),
+            ],
+        );
+        assert_eq!(got, ["R", "c3", "c4", "c5", "R", "c6", "c7"]);
+    }
+
+    #[test]
+    fn without_recovery_the_reply_sets_the_position() {
+        let mut w = Writer::new(100);
+        let subs = Mutex::new(HashSet::new());
+        let got = run(
+            &mut w,
+            &subs,
+            vec![
+                Outbound::SubscribeBegin(Arc::from("c")),
+                publication("c", 8, "e"),
+                publication("c", 9, "e"),
+                end("c", &[], Some(8)),
+                publication("c", 9, "e"),
+            ],
+        );
+        assert_eq!(got, ["R", "c9"]);
+    }
+
+    #[test]
+    fn a_refused_subscribe_drops_what_was_held() {
+        let mut w = Writer::new(100);
+        let subs = Mutex::new(HashSet::new());
+        let got = run(
+            &mut w,
+            &subs,
+            vec![
+                Outbound::SubscribeBegin(Arc::from("c")),
+                publication("c", 1, "e"),
+                end("c", &[], None),
+                publication("d", 1, "e"),
+            ],
+        );
+        assert_eq!(got, ["R", "d1"]);
+    }
+
+    #[test]
+    fn notices_are_written_unless_the_client_is_past_them() {
+        let mut w = Writer::new(100);
+        let subs = Mutex::new(HashSet::new());
+        let notice = |offset| {
+            Outbound::Unrecoverable(Arc::new(Notice::new(
+                Arc::from("c"),
+                StreamPosition::new(offset, "e"),
+            )))
+        };
+        let got = run(
+            &mut w,
+            &subs,
+            vec![
+                publication("c", 5, "e"),
+                notice(3),
+                notice(8),
+                publication("c", 8, "e"),
+                publication("c", 9, "e"),
+            ],
+        );
+        assert_eq!(got, ["c5", "!", "c9"]);
+    }
+
+    #[test]
+    fn holding_too_much_is_an_overflow() {
+        let mut w = Writer::new(2);
+        let subs = Mutex::new(HashSet::new());
+        let mut out = Vec::new();
+        w.accept(Outbound::SubscribeBegin(Arc::from("c")), &subs, &mut out)
+            .unwrap();
+        w.accept(publication("c", 1, "e"), &subs, &mut out).unwrap();
+        w.accept(publication("c", 2, "e"), &subs, &mut out).unwrap();
+        assert!(w.accept(publication("c", 3, "e"), &subs, &mut out).is_err());
+    }
+
+    #[test]
+    fn positions_of_channels_left_are_forgotten() {
+        let mut w = Writer::new(100);
+        let subs = Mutex::new(HashSet::new());
+        subs.lock().insert(Arc::<str>::from("keep"));
+        let mut items = vec![publication("keep", 1, "e")];
+        for i in 0..100 {
+            items.push(publication(&format!("gone{i}"), 1, "e"));
+        }
+        run(&mut w, &subs, items);
+        assert!(w.tracked() <= 17, "{} positions kept", w.tracked());
+        assert!(w.positions.contains_key("keep"));
     }
 }

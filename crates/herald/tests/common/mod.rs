@@ -442,6 +442,37 @@ impl Client {
         );
     }
 
+    /// Subscribes with a cid (and `recover` when given) and returns the
+    /// whole reply frame. Publications that arrive before the reply (a
+    /// recovery) are kept for the next `recv`, in order.
+    pub async fn subscribe_with(&mut self, channel: &str, recover: Option<(u64, &str)>) -> Value {
+        let mut data = json!({ "channel": channel });
+        if let Some((offset, epoch)) = recover {
+            data["recover"] = json!({"offset": offset, "epoch": epoch});
+        }
+        self.request("#subscribe", Some(data)).await
+    }
+
+    /// The next frame, which must be a publication on a channel with
+    /// history: (channel, data as JSON text, offset, epoch).
+    pub async fn recv_positioned(&mut self) -> (String, Option<String>, u64, String) {
+        let frame = self.recv().await;
+        match inbound::parse(&frame) {
+            Ok(Parsed::One(Ok(Packet::Publish {
+                channel,
+                data,
+                position: Some(p),
+                ..
+            }))) => (
+                channel.into_owned(),
+                data.map(|d| d.get().to_owned()),
+                p.offset,
+                p.epoch.into_owned(),
+            ),
+            other => panic!("not a publication with a position: {other:?} in {frame}"),
+        }
+    }
+
     /// Publishes with a cid and returns the reply frame.
     pub async fn publish(&mut self, channel: &str, data: Value) -> Value {
         self.request(
