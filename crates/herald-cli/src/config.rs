@@ -5,12 +5,14 @@
 //! features (channel rules, brokers, the HTTP API); see
 //! docs/configuration.md for the reference.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Deserialize;
+use herald::{ChannelOptions, Rule, UnknownNamespaces};
+use serde::{Deserialize, Deserializer};
 
 /// The contents of a config file.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -56,6 +58,88 @@ pub struct FileConfig {
     pub user_claim: Option<String>,
     /// Node id.
     pub node_id: Option<String>,
+    /// How long presence entries live without a refresh.
+    #[serde(default, with = "humantime_serde")]
+    pub presence_ttl: Option<Duration>,
+    /// `[channels]`: options of channels without a namespace.
+    pub channels: Option<ChannelsSection>,
+    /// `[namespaces.NAME]`: options of the channels `NAME:...`.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, NamespaceSection>,
+}
+
+/// The options a namespace table may set (every key optional; see
+/// [`herald::ChannelOptions`] for the defaults).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NamespaceSection {
+    /// Publications kept per channel (0: no history).
+    pub history_size: Option<usize>,
+    /// How long a channel's history lives after its last publication.
+    #[serde(default, with = "humantime_serde")]
+    pub history_ttl: Option<Duration>,
+    /// Whether clients may recover on subscribe (needs history).
+    pub recover: Option<bool>,
+    /// Whether the namespace keeps presence.
+    pub presence: Option<bool>,
+    /// Whether subscribers receive join/leave events.
+    pub join_leave: Option<bool>,
+    /// Who may subscribe: `any`, `authenticated` or `none`.
+    #[serde(default, deserialize_with = "rule")]
+    pub subscribe: Option<Rule>,
+    /// Who may publish: `any`, `authenticated` or `none`.
+    #[serde(default, deserialize_with = "rule")]
+    pub publish: Option<Rule>,
+}
+
+/// `[channels]`: the options of channels without a namespace, and what a
+/// channel in an unknown namespace is.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsSection {
+    /// The channel options.
+    #[serde(flatten)]
+    pub options: NamespaceSection,
+    /// `plain` (default) or `refuse`.
+    #[serde(default, deserialize_with = "unknown_namespaces")]
+    pub unknown_namespaces: Option<UnknownNamespaces>,
+}
+
+fn rule<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rule>, D::Error> {
+    let s = String::deserialize(d)?;
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+fn unknown_namespaces<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<UnknownNamespaces>, D::Error> {
+    match String::deserialize(d)?.as_str() {
+        "plain" => Ok(Some(UnknownNamespaces::Plain)),
+        "refuse" => Ok(Some(UnknownNamespaces::Refuse)),
+        other => Err(serde::de::Error::custom(format!(
+            "unknown value {other:?}: expected \"plain\" or \"refuse\""
+        ))),
+    }
+}
+
+impl NamespaceSection {
+    /// The options with the keys that are set applied over the defaults.
+    pub fn options(&self) -> ChannelOptions {
+        let mut o = ChannelOptions::default();
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { o.$field = v; } )* };
+        }
+        set!(
+            history_size,
+            history_ttl,
+            recover,
+            presence,
+            join_leave,
+            subscribe,
+            publish
+        );
+        o
+    }
 }
 
 impl FileConfig {
@@ -66,9 +150,27 @@ impl FileConfig {
         Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
     }
 
-    /// Parses config text.
+    /// Parses config text, and checks the namespaces (a bad combination,
+    /// such as `recover` without history, is named with its table).
     pub fn parse(text: &str) -> anyhow::Result<Self> {
-        Ok(toml::from_str(text)?)
+        let file: Self = toml::from_str(text)?;
+        let mut config = herald::Config::default();
+        file.apply(&mut config);
+        config
+            .channels
+            .validate("[channels]")
+            .map_err(anyhow::Error::msg)?;
+        for (name, options) in &config.namespaces {
+            if !herald::namespace::valid_namespace_name(name) {
+                anyhow::bail!(
+                    "[namespaces.{name}]: a namespace name is ASCII letters, digits, '_' and '-'"
+                );
+            }
+            options
+                .validate(&format!("[namespaces.{name}]"))
+                .map_err(anyhow::Error::msg)?;
+        }
+        Ok(file)
     }
 
     /// Applies the keys that are set to `config`.
@@ -89,8 +191,18 @@ impl FileConfig {
             allow_client_publish,
             auth_default_expiry,
             announce_interval,
-            user_claim
+            user_claim,
+            presence_ttl
         );
+        if let Some(channels) = &self.channels {
+            config.channels = channels.options.options();
+            if let Some(u) = channels.unknown_namespaces {
+                config.unknown_namespaces = u;
+            }
+        }
+        for (name, ns) in &self.namespaces {
+            config.namespaces.insert(name.clone(), ns.options());
+        }
     }
 }
 
@@ -118,6 +230,65 @@ mod tests {
         assert_eq!(config.path, "/ws/");
         assert!(!config.allow_client_publish);
         assert_eq!(c.listen.unwrap().port(), 9000);
+    }
+
+    #[test]
+    fn namespaces_and_channels() {
+        let c = FileConfig::parse(
+            r#"
+            presence_ttl = "20s"
+            [channels]
+            subscribe = "any"
+            publish = "authenticated"
+            unknown_namespaces = "refuse"
+
+            [namespaces.chat]
+            history_size = 1000
+            history_ttl = "10m"
+            recover = true
+            presence = true
+            join_leave = true
+            subscribe = "authenticated"
+            publish = "none"
+            "#,
+        )
+        .unwrap();
+        let mut config = herald::Config::default();
+        c.apply(&mut config);
+        assert_eq!(config.channels.publish, Rule::Authenticated);
+        assert_eq!(config.unknown_namespaces, UnknownNamespaces::Refuse);
+        assert_eq!(config.presence_ttl, Duration::from_secs(20));
+        let chat = &config.namespaces["chat"];
+        assert_eq!(chat.history_size, 1000);
+        assert_eq!(chat.history_ttl, Duration::from_secs(600));
+        assert!(chat.recover && chat.presence && chat.join_leave);
+        assert_eq!(
+            (chat.subscribe, chat.publish),
+            (Rule::Authenticated, Rule::None)
+        );
+    }
+
+    #[test]
+    fn bad_namespace_keys_and_values_are_named() {
+        for (text, needle) in [
+            ("[namespaces.chat]\nhistory_sise = 3", "history_sise"),
+            ("[namespaces.chat]\nsubscribe = \"everyone\"", "everyone"),
+            ("[namespaces.chat]\nhistory_size = -1", "history_size"),
+            (
+                "[namespaces.chat]\nrecover = true",
+                "[namespaces.chat]: recover needs history",
+            ),
+            (
+                "[namespaces.chat]\nhistory_size = 5\nhistory_ttl = \"soon\"",
+                "history_ttl",
+            ),
+            ("[channels]\nunknown_namespaces = \"maybe\"", "maybe"),
+            ("[channels]\nrecovr = true", "recovr"),
+            ("[namespaces.\"a b\"]\npresence = true", "a b"),
+        ] {
+            let err = format!("{:#}", FileConfig::parse(text).unwrap_err());
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -198,13 +198,22 @@ pub async fn serve(
     if let Some(id) = &settings.node_id {
         builder = builder.node_id(id.clone());
     }
-    let server = customize(builder).build();
+    let server = customize(builder)
+        .try_build()
+        .context("invalid configuration")?;
     let listener = herald::Server::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
-    tracing::warn!(
-        "no channel rules configured: any client may subscribe and publish on any channel"
-    );
+    let open = |o: &herald::ChannelOptions| {
+        o.subscribe == herald::Rule::Any && o.publish == herald::Rule::Any
+    };
+    if open(&settings.config.channels)
+        && settings.config.unknown_namespaces == herald::UnknownNamespaces::Plain
+    {
+        tracing::warn!(
+            "channels without a namespace are open: any client may subscribe and publish on them (set [channels] subscribe/publish)"
+        );
+    }
     // Handlers first: once the ready line is out, a signal must stop the
     // server cleanly.
     let signal = shutdown_signal();

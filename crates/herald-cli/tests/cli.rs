@@ -229,3 +229,77 @@ async fn auth_secret_from_the_environment_verifies_tokens() {
     assert_eq!(close_code(&mut ws2).await, 1001);
     assert_eq!(herald.exit_code().await, Some(0));
 }
+
+#[tokio::test]
+async fn config_file_namespaces_apply_to_the_server() {
+    let path = std::env::temp_dir().join(format!("herald-cli-ns-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        r#"
+[channels]
+publish = "none"
+
+[namespaces.chat]
+history_size = 10
+history_ttl = "1m"
+recover = true
+"#,
+    )
+    .unwrap();
+    let herald = Herald::start(&["--config", path.to_str().unwrap()], &[]).await;
+    let _ = std::fs::remove_file(&path);
+    let (mut ws, _) = handshake(&herald.url, None).await;
+    let send = |frame: Value| Message::text(frame.to_string());
+    ws.send(send(
+        json!({"event": "#subscribe", "data": {"channel": "chat:a"}, "cid": 2}),
+    ))
+    .await
+    .unwrap();
+    let reply = next_frame(&mut ws).await;
+    assert_eq!(reply["data"]["offset"], 0, "{reply}");
+    ws.send(send(
+        json!({"event": "#publish", "data": {"channel": "chat:a", "data": 1}, "cid": 3}),
+    ))
+    .await
+    .unwrap();
+    let publication = next_frame(&mut ws).await;
+    assert_eq!(publication["data"]["offset"], 1, "{publication}");
+    assert_eq!(publication["data"]["epoch"], reply["data"]["epoch"]);
+    assert_eq!(next_frame(&mut ws).await, json!({"rid": 3}));
+    // [channels] publish = "none".
+    ws.send(send(
+        json!({"event": "#publish", "data": {"channel": "news", "data": 1}, "cid": 4}),
+    ))
+    .await
+    .unwrap();
+    let refused = next_frame(&mut ws).await;
+    assert_eq!(refused["error"]["name"], "ForbiddenError", "{refused}");
+    herald.signal("TERM");
+    assert_eq!(close_code(&mut ws).await, 1001);
+    assert_eq!(herald.exit_code().await, Some(0));
+}
+
+#[tokio::test]
+async fn config_file_with_a_bad_namespace_fails_naming_it() {
+    let path = std::env::temp_dir().join(format!("herald-cli-badns-{}.toml", std::process::id()));
+    std::fs::write(&path, "[namespaces.chat]\nrecover = true\n").unwrap();
+    let output = within(
+        "herald to exit",
+        Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&path)
+            .env_remove("HERALD_AUTH_SECRET")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("run herald");
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "accepted a bad config: {stderr}");
+    assert!(
+        stderr.contains("[namespaces.chat]: recover needs history"),
+        "{stderr}"
+    );
+}
