@@ -14,6 +14,7 @@ use tokio::runtime::{Builder, Runtime};
 use crate::common::Common;
 use crate::conns::{self, ConnsArgs};
 use crate::fanout::{self, FanoutArgs};
+use crate::recover::{self, RecoverArgs};
 use crate::report::{self, Outcome};
 use crate::storm::{self, StormArgs};
 use crate::worker::{self, WorkerArgs};
@@ -40,6 +41,9 @@ pub enum Command {
     /// N clients with backoff and jitter; the server is SIGKILLed and
     /// restarted: time until all are back and resubscribed.
     Storm(StormArgs),
+    /// A client misses N publications on a channel with history and
+    /// recovers them on subscribe: time to the reply (Herald only).
+    Recover(RecoverArgs),
     /// Turn `--json` result lines into a Markdown table of medians and ratios.
     Report(ReportArgs),
     /// (internal) A client worker process of `conns` and `storm`.
@@ -128,6 +132,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Storm(a) => {
             let deadline = a.common.deadline.unwrap_or_else(|| a.default_deadline());
             let work = async { storm::run(&a).await.map(Outcome::Storm) };
+            scenario(runtime(1)?, &a.common, deadline, work)
+        }
+        Command::Recover(a) => {
+            let deadline = a.common.deadline.unwrap_or_else(|| a.default_deadline());
+            let work = async { recover::run(&a).await.map(Outcome::Recover) };
             scenario(runtime(1)?, &a.common, deadline, work)
         }
         Command::Worker(a) => {

@@ -58,6 +58,10 @@ pub struct FanoutArgs {
     /// Channels.
     #[arg(long, short = 'C', default_value_t = 1)]
     pub channels: u32,
+    /// Channel names are this prefix and the channel's number (a Herald
+    /// namespace, `hist:` say, chooses the channels' options).
+    #[arg(long, default_value = "bench/")]
+    pub channel_prefix: String,
     /// Subscribers per channel (one connection each).
     #[arg(long, short = 'S', default_value_t = 100)]
     pub subscribers: u32,
@@ -132,6 +136,10 @@ pub struct FanoutResult {
     pub subscribers_per_channel: u32,
     /// Data size per publication, bytes.
     pub payload_bytes: usize,
+    /// Prefix of the channel names (a Herald namespace picks the channels'
+    /// options).
+    #[serde(default = "default_prefix")]
+    pub channel_prefix: String,
     /// Target publications per second (0 = as fast as possible).
     pub target_rate: f64,
     /// Publications in flight allowed per channel.
@@ -183,9 +191,13 @@ impl FanoutResult {
     }
 }
 
+fn default_prefix() -> String {
+    "bench/".to_owned()
+}
+
 /// The channel name of channel `c`.
-fn channel_name(c: u32) -> String {
-    format!("bench/{c}")
+fn channel_name(prefix: &str, c: u32) -> String {
+    format!("{prefix}{c}")
 }
 
 /// Counters of one channel, on a cache line of their own.
@@ -213,6 +225,7 @@ struct Sub {
 
 struct Shared {
     epoch: std::time::Instant,
+    prefix: String,
     channels: Box<[ChannelCounters]>,
     published: Box<[AtomicU64]>,
     channel_count: u32,
@@ -243,7 +256,7 @@ impl Shared {
 
 /// Reads deliveries until the connection ends (or the task is aborted).
 async fn run_subscriber(shared: Arc<Shared>, me: Arc<Sub>, key: usize, channel: u32, mut ws: Ws) {
-    let name = channel_name(channel);
+    let name = channel_name(&shared.prefix, channel);
     let c = shared.channel_count;
     let mut lat: Vec<u64> = Vec::with_capacity(256);
     loop {
@@ -343,7 +356,7 @@ const MAX_BURST: u64 = 64;
 /// Publishes until told to stop. Returns the socket (kept open until the
 /// drain is over) and the error that ended it early, if any.
 async fn run_publisher(shared: Arc<Shared>, plan: PubPlan, mut ws: Ws) -> (Ws, Option<String>) {
-    let name = channel_name(plan.channel);
+    let name = channel_name(&shared.prefix, plan.channel);
     let ch = &shared.channels[plan.channel as usize];
     let per_channel = shared.per_channel.max(1);
     let mut scratch = String::with_capacity(plan.payload + 64);
@@ -466,6 +479,7 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
 
     let shared = Arc::new(Shared {
         epoch: std::time::Instant::now(),
+        prefix: args.channel_prefix.clone(),
         channels: (0..c).map(|_| ChannelCounters::default()).collect(),
         published: (0..p).map(|_| AtomicU64::new(0)).collect(),
         channel_count: c,
@@ -504,7 +518,7 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
                 let Ok(_permit) = sem.acquire().await else {
                     return;
                 };
-                let name = channel_name(channel);
+                let name = channel_name(&shared.prefix, channel);
                 match wire::connect_subscribed(
                     &target,
                     Some(source),
@@ -738,6 +752,7 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
     let publications = sent_end - sent_start;
     Ok(FanoutResult {
         label: args.common.label.clone(),
+        channel_prefix: args.channel_prefix.clone(),
         publishers: p,
         channels: c,
         subscribers_per_channel: s,

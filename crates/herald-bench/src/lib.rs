@@ -8,6 +8,8 @@
 //!   reordered deliveries.
 //! * [`conns`]: N idle subscribed connections over several worker processes;
 //!   the server's memory per connection.
+//! * [`recover`]: what recovering N missed publications costs a client
+//!   (Herald's history extension).
 //! * [`storm`]: N clients with backoff and jitter; the server is killed and
 //!   restarted; the time until all are back and resubscribed, and the
 //!   server's CPU and memory meanwhile.
@@ -29,6 +31,7 @@ pub mod common;
 pub mod conns;
 pub mod fanout;
 pub mod procstat;
+pub mod recover;
 pub mod report;
 pub mod seq;
 pub mod server;

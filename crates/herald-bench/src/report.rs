@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::conns::ConnsResult;
 use crate::fanout::FanoutResult;
+use crate::recover::RecoverResult;
 use crate::stats::{median, rate, ratio, thousands};
 use crate::storm::StormResult;
 
@@ -22,6 +23,8 @@ pub enum Outcome {
     Conns(ConnsResult),
     /// `storm`.
     Storm(StormResult),
+    /// `recover`.
+    Recover(RecoverResult),
 }
 
 impl Outcome {
@@ -31,6 +34,7 @@ impl Outcome {
             Outcome::Fanout(r) => &r.label,
             Outcome::Conns(r) => &r.label,
             Outcome::Storm(r) => &r.label,
+            Outcome::Recover(r) => &r.label,
         }
     }
 
@@ -46,8 +50,13 @@ impl Outcome {
                 } else {
                     "max rate".into()
                 };
+                let channels = if r.channel_prefix == "bench/" {
+                    String::new()
+                } else {
+                    format!(", channels {}*", r.channel_prefix)
+                };
                 format!(
-                    "fanout {} pub × {} ch × {} sub, {} B, {load}",
+                    "fanout {} pub × {} ch × {} sub, {} B, {load}{channels}",
                     r.publishers,
                     r.channels,
                     thousands(u64::from(r.subscribers_per_channel)),
@@ -63,6 +72,12 @@ impl Outcome {
                 thousands(r.clients as u64),
                 r.backoff_initial_ms,
                 r.backoff_max_ms
+            ),
+            Outcome::Recover(r) => format!(
+                "recover {} missed publications of {} B, {} rounds",
+                thousands(r.missed),
+                r.payload_bytes,
+                r.rounds
             ),
         }
     }
@@ -243,6 +258,27 @@ impl Outcome {
                     ),
                 );
             }
+            Outcome::Recover(r) => {
+                row(
+                    &mut s,
+                    "subscribe to reply",
+                    format!(
+                        "median {:.2} ms  max {:.2} ms  ({} publications/s)",
+                        r.median_ms,
+                        r.max_ms,
+                        rate(r.publications_per_sec)
+                    ),
+                );
+                row(
+                    &mut s,
+                    "verdict",
+                    if r.clean {
+                        "every offset once, in order, recovered: true".into()
+                    } else {
+                        "NOT CLEAN".into()
+                    },
+                );
+            }
         }
         s
     }
@@ -323,6 +359,12 @@ fn metrics(first: &Outcome) -> Vec<Metric> {
     fn s(o: &Outcome) -> &StormResult {
         match o {
             Outcome::Storm(r) => r,
+            _ => unreachable!("grouped by scenario"),
+        }
+    }
+    fn r(o: &Outcome) -> &RecoverResult {
+        match o {
+            Outcome::Recover(r) => r,
             _ => unreachable!("grouped by scenario"),
         }
     }
@@ -427,6 +469,26 @@ fn metrics(first: &Outcome) -> Vec<Metric> {
                 get: |o| Some(s(o).server_hwm_mib),
                 fmt: one,
                 goal: None,
+            },
+        ],
+        Outcome::Recover(_) => vec![
+            Metric {
+                name: "subscribe to recovered reply, median (ms)",
+                get: |o| Some(r(o).median_ms),
+                fmt: ms,
+                goal: Some(Goal::AtMost(50.0)),
+            },
+            Metric {
+                name: "slowest round (ms)",
+                get: |o| Some(r(o).max_ms),
+                fmt: ms,
+                goal: None,
+            },
+            Metric {
+                name: "rounds not clean",
+                get: |o| Some(if r(o).clean { 0.0 } else { 1.0 }),
+                fmt: int,
+                goal: Some(Goal::AtMost(0.0)),
             },
         ],
     }
@@ -568,6 +630,7 @@ mod tests {
 
     fn fanout(label: &str, dps: f64, p99: f64) -> Outcome {
         Outcome::Fanout(FanoutResult {
+            channel_prefix: "bench/".into(),
             label: label.into(),
             publishers: 1,
             channels: 1,

@@ -330,7 +330,9 @@ pub fn decode_data(data: &str) -> Option<Stamp> {
 }
 
 /// Splits `{"event":"#publish","data":{"channel":"C","data":D}}` into the
-/// channel and the data text, for a channel name without escapes.
+/// channel and the data text, for a channel name without escapes. A
+/// Herald publication on a channel with history ends with
+/// `,"offset":N,"epoch":"E"}}`; that tail is skipped.
 fn fast_publication(text: &str) -> Option<(&str, &str)> {
     const PREFIX: &str = r##"{"event":"#publish","data":{"channel":""##;
     let rest = text.strip_prefix(PREFIX)?;
@@ -342,7 +344,30 @@ fn fast_publication(text: &str) -> Option<(&str, &str)> {
     let data = rest[end + 1..]
         .strip_prefix(r#","data":"#)?
         .strip_suffix("}}")?;
-    Some((channel, data))
+    Some((channel, strip_position(data)))
+}
+
+/// `D` of `D,"offset":N,"epoch":"E"` (an epoch is `[A-Za-z0-9_-]`), or the
+/// text as it is.
+fn strip_position(data: &str) -> &str {
+    let Some(at) = data.rfind(r#","offset":"#) else {
+        return data;
+    };
+    let tail = &data[at + r#","offset":"#.len()..];
+    let digits = tail.bytes().take_while(u8::is_ascii_digit).count();
+    let epoch = tail[digits..]
+        .strip_prefix(r#","epoch":""#)
+        .and_then(|e| e.strip_suffix('"'));
+    match epoch {
+        Some(e)
+            if digits > 0
+                && e.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+        {
+            &data[..at]
+        }
+        _ => data,
+    }
 }
 
 /// What one inbound text message was, for a subscriber.
@@ -439,6 +464,22 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn publications_with_a_stream_position_take_the_fast_path() {
+        let mut scratch = String::new();
+        let st = stamp(3, 9, 77);
+        publish_frame("hist:1", st, 100, &mut scratch);
+        let data: &RawValue = serde_json::from_str(&scratch).unwrap();
+        let delivery = outbound::publication_at("hist:1", Some(data), Some((12, "aB-_9z")));
+        let text = std::str::from_utf8(&delivery).unwrap();
+        let (channel, d) = fast_publication(text).expect("fast path");
+        assert_eq!((channel, decode_data_fast(d)), ("hist:1", Some(st)));
+        assert_eq!(
+            strip_position(r#"{"a":1},"offset":x"#),
+            r#"{"a":1},"offset":x"#
+        );
     }
 
     #[test]
