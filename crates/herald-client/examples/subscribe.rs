@@ -4,8 +4,10 @@
 //! cargo run -p herald-client --example subscribe -- ws://127.0.0.1:8000/socketcluster/ news [more channels...]
 //! ```
 //!
-//! Connection events (reconnects, kicks) are printed to stderr. Stop with
-//! Ctrl-C.
+//! Connection events (reconnects, kicks, lost publications) are printed to
+//! stderr. On a channel with history (Herald's extension) each line starts
+//! with the publication's offset, and publications missed while
+//! reconnecting are recovered before the live ones. Stop with Ctrl-C.
 
 use futures_util::StreamExt as _;
 use futures_util::stream::SelectAll;
@@ -41,7 +43,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     loop {
         tokio::select! {
             item = all.next() => match item {
-                Some(Ok(p)) => println!("{} {}", p.channel, p.data),
+                Some(Ok(p)) => match p.offset() {
+                    Some(offset) => println!("{} #{offset} {}", p.channel, p.data),
+                    None => println!("{} {}", p.channel, p.data),
+                },
                 Some(Err(e)) => eprintln!("{e}"),
                 None => break,
             },

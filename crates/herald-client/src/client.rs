@@ -1,4 +1,4 @@
-//! The public handle: [`Client`] and its [`ClientBuilder`].
+//! The public handle: [`Client`] (built by a [`ClientBuilder`]).
 //!
 //! A `Client` is a cheap, cloneable handle to one connection task (see the
 //! `task` module). Every method turns into a command for that task; replies
@@ -12,7 +12,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use herald_protocol::ErrorPayload;
-use http::Uri;
+use herald_protocol::ext::StreamPosition;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -20,14 +20,13 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
 
-use crate::config::{ClientConfig, PingTimeout, ReconnectPolicy};
-use crate::connection::parse_url;
+use crate::builder::ClientBuilder;
 use crate::error::{Error, Result};
 use crate::events::{ConnectionState, Events};
 use crate::handlers::{Receiver, procedure as make_procedure};
 use crate::queue::queue;
 use crate::subscription::Subscription;
-use crate::task::{Command, Frame, ReplyKind, Request, Shared, Task};
+use crate::task::{Command, Frame, ReplyKind, Request, Shared, SubscribeCommand};
 use crate::token_store::{TokenStore, decode_claims};
 
 /// Options of [`Client::subscribe_with`].
@@ -44,6 +43,15 @@ pub struct SubscribeOptions {
     /// How long to wait for the acknowledgement (default: the client's ack
     /// timeout). If it expires the subscription is abandoned.
     pub ack_timeout: Option<Duration>,
+    /// **Herald:** start after this position of the channel's stream (one
+    /// an application persisted from [`Subscription::position`] or a
+    /// [`crate::Publication::position`]): the server sends every later
+    /// publication it still has before the live ones, or the stream starts
+    /// with a [`crate::SubscriptionError::Gap`] when it cannot. Default:
+    /// start at the live position. Ignored when this client already
+    /// subscribes to the channel (the new stream joins at the live
+    /// position; read the rest with [`Client::history`]).
+    pub since: Option<StreamPosition>,
 }
 
 impl Default for SubscribeOptions {
@@ -52,141 +60,21 @@ impl Default for SubscribeOptions {
             data: None,
             wait_for_ack: true,
             ack_timeout: None,
+            since: None,
         }
     }
 }
 
-/// Sets up a [`Client`]. From [`Client::builder`].
-pub struct ClientBuilder {
-    url: String,
-    config: ClientConfig,
-    shared: Arc<Shared>,
-}
-
-impl std::fmt::Debug for ClientBuilder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientBuilder")
-            .field("url", &self.url)
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ClientBuilder {
-    fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            config: ClientConfig::default(),
-            shared: Arc::new(Shared::new()),
-        }
-    }
-
-    /// Replaces every setting.
-    pub fn config(mut self, config: ClientConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Default time to wait for a reply (default 10 s).
-    pub fn ack_timeout(mut self, timeout: Duration) -> Self {
-        self.config.ack_timeout = timeout;
-        self
-    }
-
-    /// Time allowed to connect and handshake (default 10 s).
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.config.connect_timeout = timeout;
-        self
-    }
-
-    /// Dead-peer detection (default: the server's `pingTimeout`).
-    pub fn ping_timeout(mut self, ping_timeout: PingTimeout) -> Self {
-        self.config.ping_timeout = ping_timeout;
-        self
-    }
-
-    /// Reconnect behaviour (default: on, 0.5 s × 1.5 up to 30 s, full jitter).
-    pub fn reconnect(mut self, policy: ReconnectPolicy) -> Self {
-        self.config.reconnect = policy;
-        self
-    }
-
-    /// Where the auth token is kept (default: in memory).
-    pub fn token_store(mut self, store: impl TokenStore) -> Self {
-        self.config.token_store = Arc::new(store);
-        self
-    }
-
-    /// Capacity of each subscription stream (default 1024).
-    pub fn subscription_buffer(mut self, capacity: usize) -> Self {
-        self.config.subscription_buffer = capacity;
-        self
-    }
-
-    /// A stream of connection events that starts before the first connection
-    /// attempt, so that it sees `Connecting` and the first `Open`.
-    pub fn events(&self) -> Events {
-        let (tx, rx) = queue(self.config.event_buffer);
-        self.shared.event_sinks().push(tx);
-        Events { rx }
-    }
-
-    /// Starts the client and waits for the first handshake.
-    ///
-    /// Fails when the URL is invalid or the first attempt fails
-    /// ([`Error::BadConnection`], or [`Error::Timeout`] after the connect
-    /// timeout); no background retry is left running then. Once connected,
-    /// later losses are handled by reconnecting.
-    pub async fn connect(self) -> Result<Client> {
-        let (tx, rx) = oneshot::channel();
-        let client = self.spawn(Some(tx))?;
-        match rx.await {
-            Ok(Ok(())) => Ok(client),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(Error::Closed),
-        }
-    }
-
-    /// Starts the client without waiting: it connects (and reconnects) in
-    /// the background, and calls made meanwhile are queued until the
-    /// connection opens (each within its own timeout).
-    ///
-    /// # Panics
-    ///
-    /// Panics when called outside a Tokio runtime (like `tokio::spawn`).
-    pub fn start(self) -> Result<Client> {
-        self.spawn(None)
-    }
-
-    fn spawn(self, first: Option<oneshot::Sender<Result<()>>>) -> Result<Client> {
-        let uri: Uri = parse_url(&self.url)?;
-        let config = self.config.sanitized();
-        let (cmd_tx, cmd_rx) = mpsc::channel(config.command_buffer);
-        let inner = Arc::new(Inner {
-            cmd: cmd_tx,
-            shared: self.shared.clone(),
-            ack_timeout: config.ack_timeout,
-            subscription_buffer: config.subscription_buffer,
-            receiver_buffer: config.receiver_buffer,
-            event_buffer: config.event_buffer,
-            token_store: config.token_store.clone(),
-            next_id: AtomicU64::new(1),
-        });
-        let task = Task::new(uri, config, self.shared, cmd_rx, first);
-        tokio::spawn(task.run());
-        Ok(Client { inner })
-    }
-}
-
-struct Inner {
-    cmd: mpsc::Sender<Command>,
-    shared: Arc<Shared>,
-    ack_timeout: Duration,
-    subscription_buffer: usize,
-    receiver_buffer: usize,
-    event_buffer: usize,
-    token_store: Arc<dyn TokenStore>,
-    next_id: AtomicU64,
+/// What every handle of one client shares.
+pub(crate) struct Inner {
+    pub(crate) cmd: mpsc::Sender<Command>,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) ack_timeout: Duration,
+    pub(crate) subscription_buffer: usize,
+    pub(crate) receiver_buffer: usize,
+    pub(crate) event_buffer: usize,
+    pub(crate) token_store: Arc<dyn TokenStore>,
+    pub(crate) next_id: AtomicU64,
 }
 
 /// A connection to a Herald (or socketcluster-server 20) server.
@@ -212,7 +100,7 @@ struct Inner {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Client {
@@ -348,26 +236,32 @@ impl Client {
         let (sink, rx) = queue(self.inner.subscription_buffer);
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let (ack_tx, ack_rx) = oneshot::channel();
-        let subscription = Subscription {
+        let mut subscription = Subscription {
             channel: channel.clone(),
             id,
             rx,
             cmd: self.inner.cmd.downgrade(),
+            position: options.since.clone(),
         };
-        let cmd = Command::Subscribe {
+        let cmd = Command::Subscribe(SubscribeCommand {
             channel,
             data,
+            since: options.since,
             id,
             sink,
             ack: options.wait_for_ack.then_some(ack_tx),
-        };
+        });
         self.send_by(cmd, deadline).await?;
         if options.wait_for_ack {
             match timeout_at(deadline, ack_rx).await {
                 Err(_) => return Err(Error::Timeout),
                 Ok(Err(_)) => return Err(Error::Closed),
                 Ok(Ok(Err(e))) => return Err(e),
-                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Ok(position))) => {
+                    if position.is_some() {
+                        subscription.position = position;
+                    }
+                }
             }
         }
         Ok(subscription)
@@ -552,6 +446,14 @@ impl Client {
     }
 
     // ---- plumbing ----
+
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    pub(crate) fn receiver_buffer(&self) -> usize {
+        self.inner.receiver_buffer
+    }
 
     async fn send(&self, cmd: Command) -> Result<()> {
         self.inner.cmd.send(cmd).await.map_err(|_| Error::Closed)

@@ -33,7 +33,9 @@ use crate::token_store::{MemoryTokenStore, TokenStore};
 #[derive(Debug, Clone, PartialEq)]
 pub struct ReconnectPolicy {
     /// Reconnect by itself at all. When false, a lost connection is only
-    /// re-established by the next call that needs it.
+    /// re-established by the next call that needs it. (A resubscribe the
+    /// server refuses with `BrokerError` is retried on this schedule either
+    /// way: the subscription has no other way back.)
     pub enabled: bool,
     /// Upper bound of the first delay. Default 500 ms.
     pub initial_delay: Duration,

@@ -14,6 +14,7 @@ use futures_util::Stream;
 use herald_protocol::ErrorPayload;
 use serde_json::Value;
 
+use crate::gap::StreamGap;
 use crate::queue::{Delivery, QueueReceiver};
 
 /// Something that happened to the connection.
@@ -63,6 +64,25 @@ pub enum ClientEvent {
         /// The server's error (e.g. `ForbiddenError`).
         error: ErrorPayload,
     },
+    /// The server refused to resubscribe a channel after a reconnect with a
+    /// `BrokerError` (its broker is down for a while). The client tries
+    /// again after `delay`, on the reconnect schedule; the channel's
+    /// subscription streams go on, and what was published meanwhile is
+    /// recovered when the channel has history.
+    SubscribeRetrying {
+        /// The channel.
+        channel: String,
+        /// The server's error.
+        error: ErrorPayload,
+        /// 1 for the first retry since the channel was last acknowledged.
+        attempt: u32,
+        /// The (jittered) wait before the retry.
+        delay: Duration,
+    },
+    /// Publications on a channel were lost for good: the same notice as the
+    /// [`crate::SubscriptionError::Gap`] on the channel's subscription
+    /// streams. The streams go on.
+    Gap(StreamGap),
     /// The server removed this client from a channel (`#kickOut`). The
     /// channel's subscription streams end.
     KickedOut {

@@ -9,6 +9,13 @@
 //! many items it missed ([`Delivery::Lagged`]) before it sees the next one, so
 //! a gap is never silent. Memory per stream stays bounded by its capacity.
 //!
+//! Some items must not be lost to a slow consumer: the notice that a
+//! channel's stream has a hole (see [`crate::StreamGap`]) is the only way the
+//! application learns about it. Such items are *pinned*
+//! ([`QueueSender::push_pinned`]): when the queue is full, the oldest
+//! unpinned item is dropped instead. Only a queue holding nothing but pinned
+//! items drops a pinned one, so the capacity stays a hard bound.
+//!
 //! One producer, one consumer; the lock is held only to move an item in or
 //! out, never across an `.await`.
 
@@ -25,8 +32,15 @@ pub(crate) enum Delivery<T> {
     Lagged(u64),
 }
 
+struct Slot<T> {
+    item: T,
+    pinned: bool,
+}
+
 struct State<T> {
-    items: VecDeque<T>,
+    items: VecDeque<Slot<T>>,
+    /// How many of `items` are pinned.
+    pinned: usize,
     capacity: usize,
     lagged: u64,
     /// The producer is done: the consumer sees the remaining items, then the end.
@@ -62,6 +76,7 @@ pub(crate) fn queue<T>(capacity: usize) -> (QueueSender<T>, QueueReceiver<T>) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             items: VecDeque::with_capacity(capacity.min(64)),
+            pinned: 0,
             capacity,
             lagged: 0,
             closed: false,
@@ -77,20 +92,51 @@ pub(crate) fn queue<T>(capacity: usize) -> (QueueSender<T>, QueueReceiver<T>) {
     )
 }
 
+impl<T> State<T> {
+    /// Makes room for one more item: drops the oldest unpinned item, or the
+    /// oldest item when all are pinned.
+    fn make_room(&mut self) {
+        if self.items.len() < self.capacity {
+            return;
+        }
+        let victim = if self.pinned == 0 {
+            0
+        } else {
+            self.items.iter().position(|s| !s.pinned).unwrap_or(0)
+        };
+        if let Some(slot) = self.items.remove(victim) {
+            if slot.pinned {
+                self.pinned -= 1;
+            }
+            self.lagged = self.lagged.saturating_add(1);
+        }
+    }
+}
+
 impl<T> QueueSender<T> {
-    /// Queues `item`, dropping the oldest undelivered item when full. Returns
-    /// false (and drops `item`) when the consumer is gone.
+    /// Queues `item`, dropping the oldest undelivered (unpinned) item when
+    /// full. Returns false (and drops `item`) when the consumer is gone.
     pub(crate) fn push(&self, item: T) -> bool {
+        self.push_slot(item, false)
+    }
+
+    /// Queues an item that a full queue drops only when it holds nothing but
+    /// pinned items. Returns false when the consumer is gone.
+    pub(crate) fn push_pinned(&self, item: T) -> bool {
+        self.push_slot(item, true)
+    }
+
+    fn push_slot(&self, item: T, pinned: bool) -> bool {
         let waker = {
             let mut s = self.shared.lock();
             if s.receiver_gone {
                 return false;
             }
-            if s.items.len() >= s.capacity {
-                s.items.pop_front();
-                s.lagged = s.lagged.saturating_add(1);
+            s.make_room();
+            s.items.push_back(Slot { item, pinned });
+            if pinned {
+                s.pinned += 1;
             }
-            s.items.push_back(item);
             s.waker.take()
         };
         if let Some(w) = waker {
@@ -105,7 +151,10 @@ impl<T> QueueSender<T> {
         let waker = {
             let mut s = self.shared.lock();
             if !s.receiver_gone {
-                s.items.push_back(item);
+                s.items.push_back(Slot {
+                    item,
+                    pinned: false,
+                });
             }
             s.closed = true;
             s.waker.take()
@@ -148,8 +197,11 @@ impl<T> QueueReceiver<T> {
             let n = std::mem::take(&mut s.lagged);
             return Poll::Ready(Some(Delivery::Lagged(n)));
         }
-        if let Some(item) = s.items.pop_front() {
-            return Poll::Ready(Some(Delivery::Item(item)));
+        if let Some(slot) = s.items.pop_front() {
+            if slot.pinned {
+                s.pinned -= 1;
+            }
+            return Poll::Ready(Some(Delivery::Item(slot.item)));
         }
         if s.closed {
             return Poll::Ready(None);
@@ -173,6 +225,7 @@ impl<T> Drop for QueueReceiver<T> {
         let mut s = self.shared.lock();
         s.receiver_gone = true;
         s.items.clear();
+        s.pinned = 0;
         s.waker = None;
     }
 }
@@ -212,6 +265,39 @@ mod tests {
         ));
         assert!(matches!(next(&mut rx), Poll::Ready(None)));
         assert!(rx.is_terminated());
+    }
+
+    #[test]
+    fn pinned_items_survive_a_full_queue() {
+        let (tx, mut rx) = queue(3);
+        tx.push(1);
+        tx.push_pinned(100);
+        for i in 2..6 {
+            tx.push(i);
+        }
+        // 1, 2 and 3 were dropped to make room; the pinned 100 stayed.
+        assert!(matches!(
+            next(&mut rx),
+            Poll::Ready(Some(Delivery::Lagged(3)))
+        ));
+        for want in [100, 4, 5] {
+            match next(&mut rx) {
+                Poll::Ready(Some(Delivery::Item(got))) => assert_eq!(got, want),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Nothing but pinned items: the oldest goes, the bound holds.
+        for i in 0..5 {
+            tx.push_pinned(i);
+        }
+        assert!(matches!(
+            next(&mut rx),
+            Poll::Ready(Some(Delivery::Lagged(2)))
+        ));
+        for want in [2, 3, 4] {
+            assert!(matches!(next(&mut rx), Poll::Ready(Some(Delivery::Item(g))) if g == want));
+        }
+        assert!(next(&mut rx).is_pending());
     }
 
     #[test]

@@ -7,6 +7,16 @@
 //! subscription, or the client is closed. Dropping it unsubscribes (once the
 //! last subscription of that channel is gone).
 //!
+//! On a channel with history (Herald's extension) each [`Publication`]
+//! carries its [`StreamPosition`]. The client resubscribes from the last
+//! position it saw, so what was published while it was disconnected arrives
+//! on the same stream, in order, before the live publications; duplicates
+//! are dropped. A hole that cannot be filled is reported once, in place, as
+//! [`SubscriptionError::Gap`], and the stream goes on. [`Subscription::position`]
+//! is the position of the last item the consumer took: an application that
+//! persists it can resume there after a restart
+//! ([`crate::SubscribeOptions::since`]).
+//!
 //! Slow consumers: each subscription buffers at most `subscription_buffer`
 //! publications. When full, the oldest publication is dropped and the stream
 //! yields [`SubscriptionError::Lagged`] with the number dropped before the
@@ -17,11 +27,13 @@ use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use herald_protocol::ErrorPayload;
+use herald_protocol::ext::StreamPosition;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::error::Error;
+use crate::gap::StreamGap;
 use crate::queue::{Delivery, QueueReceiver};
 use crate::task::Command;
 
@@ -32,9 +44,23 @@ pub struct Publication {
     pub channel: String,
     /// The published data (`Null` when the publisher sent none).
     pub data: Value,
+    /// Its place in the channel's stream, on a channel with history
+    /// (Herald's extension); `None` elsewhere.
+    pub position: Option<StreamPosition>,
 }
 
 impl Publication {
+    /// The publication's offset in the channel's stream, when it has one.
+    pub fn offset(&self) -> Option<u64> {
+        self.position.as_ref().map(|p| p.offset)
+    }
+
+    /// The epoch of the channel's stream, when the publication has a place
+    /// in one.
+    pub fn epoch(&self) -> Option<&str> {
+        self.position.as_ref().map(|p| p.epoch.as_str())
+    }
+
     /// The data deserialized as `T`.
     pub fn data_as<T: DeserializeOwned>(&self) -> Result<T, Error> {
         T::deserialize(&self.data).map_err(Error::Decode)
@@ -54,6 +80,11 @@ pub enum SubscriptionError {
     /// (oldest first). The stream goes on.
     #[error("subscription lagged: {0} publications dropped")]
     Lagged(u64),
+    /// Publications on the channel were lost for good (the client could not
+    /// recover them, the server announced the loss, or the offsets jumped).
+    /// The stream goes on after [`StreamGap::resume`].
+    #[error("{0}")]
+    Gap(StreamGap),
     /// The server removed the client from the channel. The stream ends.
     #[error("kicked out of the channel: {message:?}")]
     KickedOut {
@@ -69,7 +100,10 @@ pub enum SubscriptionError {
 impl SubscriptionError {
     /// Whether the stream ends after this item.
     pub fn is_terminal(&self) -> bool {
-        !matches!(self, SubscriptionError::Lagged(_))
+        !matches!(
+            self,
+            SubscriptionError::Lagged(_) | SubscriptionError::Gap(_)
+        )
     }
 }
 
@@ -77,6 +111,7 @@ impl SubscriptionError {
 #[derive(Debug)]
 pub(crate) enum SubItem {
     Publication(Publication),
+    Gap(StreamGap),
     End(SubscriptionError),
 }
 
@@ -90,6 +125,8 @@ pub struct Subscription {
     pub(crate) id: u64,
     pub(crate) rx: QueueReceiver<SubItem>,
     pub(crate) cmd: mpsc::WeakSender<Command>,
+    /// Where the consumer stands: the position of the last item taken.
+    pub(crate) position: Option<StreamPosition>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -113,6 +150,19 @@ impl Subscription {
         drop(self);
     }
 
+    /// The position in the channel's stream of the last publication this
+    /// stream yielded (or, after a [`SubscriptionError::Gap`], where the
+    /// stream goes on from); before the first item, where the subscription
+    /// started (the channel's latest position when the server acknowledged
+    /// it). `None` on a channel without history, or before the
+    /// acknowledgement when not waiting for it.
+    ///
+    /// Persist it and pass it as [`crate::SubscribeOptions::since`] to resume
+    /// from there after a restart.
+    pub fn position(&self) -> Option<&StreamPosition> {
+        self.position.as_ref()
+    }
+
     /// Whether the stream has ended (nothing more will be yielded).
     pub fn is_terminated(&self) -> bool {
         self.rx.is_terminated()
@@ -123,9 +173,19 @@ impl Stream for Subscription {
     type Item = Result<Publication, SubscriptionError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx).map(|d| {
+        let this = &mut *self;
+        this.rx.poll_recv(cx).map(|d| {
             d.map(|d| match d {
-                Delivery::Item(SubItem::Publication(p)) => Ok(p),
+                Delivery::Item(SubItem::Publication(p)) => {
+                    if let Some(at) = &p.position {
+                        this.position = Some(at.clone());
+                    }
+                    Ok(p)
+                }
+                Delivery::Item(SubItem::Gap(gap)) => {
+                    this.position = Some(gap.resume.clone());
+                    Err(SubscriptionError::Gap(gap))
+                }
                 Delivery::Item(SubItem::End(e)) => Err(e),
                 Delivery::Lagged(n) => Err(SubscriptionError::Lagged(n)),
             })

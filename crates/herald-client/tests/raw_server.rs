@@ -11,77 +11,13 @@ use herald_client::{
     Client, ClientEvent, ConnectionState, Error, PingTimeout, ReconnectPolicy, SubscriptionError,
 };
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_websockets::{Message, ServerBuilder, WebSocketStream};
+use tokio::net::TcpListener;
+use tokio_websockets::Message;
 
-type Conn = WebSocketStream<TcpStream>;
+mod common;
 
-const STEP: Duration = Duration::from_secs(10);
-
-async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(STEP, fut)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-}
-
-/// A WebSocket server on a free port; each accepted connection is handed to
-/// the test, which plays the server's part by hand.
-async fn raw_server() -> (String, mpsc::UnboundedReceiver<Conn>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                if let Ok((_req, ws)) = ServerBuilder::new().accept(tcp).await {
-                    let _ = tx.send(ws);
-                }
-            });
-        }
-    });
-    (format!("ws://127.0.0.1:{port}/socketcluster/"), rx)
-}
-
-/// The next text message (a close or the end panics).
-async fn recv_text(ws: &mut Conn) -> String {
-    loop {
-        let msg = within("a message from the client", ws.next())
-            .await
-            .expect("connection open")
-            .expect("no error");
-        if let Some(t) = msg.as_text() {
-            return t.to_owned();
-        }
-        assert!(!msg.is_close(), "unexpected close {:?}", msg.as_close());
-    }
-}
-
-async fn recv_json(ws: &mut Conn) -> Value {
-    let t = recv_text(ws).await;
-    serde_json::from_str(&t).unwrap_or_else(|e| panic!("{t}: {e}"))
-}
-
-async fn send(ws: &mut Conn, v: Value) {
-    ws.send(Message::text(v.to_string())).await.unwrap();
-}
-
-/// Answers the client's `#handshake`.
-async fn handshake(ws: &mut Conn, ping_timeout_ms: u64) -> Value {
-    let hs = recv_json(ws).await;
-    assert_eq!(hs["event"], "#handshake");
-    send(
-        ws,
-        json!({"rid": hs["cid"], "data": {"id": "raw", "pingTimeout": ping_timeout_ms, "isAuthenticated": false}}),
-    )
-    .await;
-    hs
-}
-
-async fn accept(conns: &mut mpsc::UnboundedReceiver<Conn>) -> Conn {
-    within("a connection", conns.recv()).await.unwrap()
-}
+use common::scripted::{accept, handshake, raw_server, recv_json, recv_text, send, send_ping};
+use common::within;
 
 fn fast_reconnect() -> ReconnectPolicy {
     ReconnectPolicy {
@@ -163,10 +99,6 @@ async fn answers_pings_and_closes_4000_when_pings_stop_then_reconnects() {
         ClientEvent::Open { .. }
     ));
     client.close().await;
-}
-
-async fn send_ping(ws: &mut Conn) {
-    ws.send(Message::text("")).await.unwrap();
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! small helpers that wait on signals with a bound instead of sleeping.
 #![allow(dead_code)]
 
+pub mod recovery;
 pub mod scenarios;
+pub mod scripted;
 pub mod server;
 
 use std::future::Future;
@@ -15,6 +17,8 @@ use herald_client::{
 };
 use serde_json::Value;
 
+// Used by the scenario suites; the scripted-server suites use the rest.
+#[allow(unused_imports)]
 pub use server::{Server, ServerOptions, Target, TargetKind};
 
 /// Upper bound of a whole scenario.
@@ -39,7 +43,12 @@ pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
 
 /// A builder with test-friendly timeouts and a fast reconnect.
 pub fn builder(t: &Target) -> ClientBuilder {
-    Client::builder(&t.url)
+    builder_for(&t.url)
+}
+
+/// [`builder`] for any URL (a scripted server's).
+pub fn builder_for(url: &str) -> ClientBuilder {
+    Client::builder(url)
         .ack_timeout(Duration::from_secs(5))
         .connect_timeout(Duration::from_secs(5))
         .reconnect(ReconnectPolicy {
