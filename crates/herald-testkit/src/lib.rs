@@ -22,16 +22,22 @@
 //! | `userDisconnect` | procedure | `{user, code, reason}`: disconnects the user everywhere (Herald only) |
 //! | `userKick` | procedure | `{user, channel, message}`: kicks the user out of a channel everywhere (Herald only) |
 //! | `nodes` | procedure | the cluster's nodes as this node sees them (Herald only) |
+//! | `removeHistory` | procedure | `{channel}`: drops the channel's history (its next publication starts a new epoch) (Herald only) |
 //! | `tell` | receiver | transmits `told` back with the same data |
 //! | `private/*` | middleware | subscribing needs a token (`ForbiddenError`) |
 //! | `readonly/*` | middleware | clients may not publish (`ForbiddenError`) |
+//! | `hist:*` | namespace | history (1,000 publications, 10 min), recovery, presence, join/leave (Herald only) |
+//! | `tiny:*` | namespace | history of 3 publications, recovery (Herald only) |
 
 pub mod broker_conformance;
 
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald::{ErrorPayload, Middleware, PublishRequest, ServerBuilder, Socket, SubscribeRequest};
+use herald::{
+    ChannelOptions, ErrorPayload, Middleware, PublishRequest, ServerBuilder, Socket,
+    SubscribeRequest,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -227,7 +233,39 @@ pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
         .procedure("nodes", |req| async move {
             Ok::<_, ErrorPayload>(req.socket.server().nodes())
         })
+        .procedure("removeHistory", |req| async move {
+            #[derive(Deserialize)]
+            struct Channel {
+                channel: String,
+            }
+            let Channel { channel } = req.parse()?;
+            req.socket
+                .server()
+                .remove_history(&channel)
+                .await
+                .map_err(|e| e.to_payload())
+        })
         .receiver("tell", |msg| async move {
             let _ = msg.socket.transmit("told", &msg.data);
         })
+        .namespace(
+            "hist",
+            ChannelOptions {
+                history_size: 1000,
+                history_ttl: Duration::from_secs(600),
+                recover: true,
+                presence: true,
+                join_leave: true,
+                ..ChannelOptions::default()
+            },
+        )
+        .namespace(
+            "tiny",
+            ChannelOptions {
+                history_size: 3,
+                history_ttl: Duration::from_secs(600),
+                recover: true,
+                ..ChannelOptions::default()
+            },
+        )
 }

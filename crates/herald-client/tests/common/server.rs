@@ -23,6 +23,8 @@ pub enum TargetKind {
 pub struct ServerOptions {
     pub ping_interval: Option<Duration>,
     pub ping_timeout: Option<Duration>,
+    /// Listen on this port (default: a free one).
+    pub port: Option<u16>,
 }
 
 /// What a scenario needs to know about the server.
@@ -38,7 +40,9 @@ pub struct Target {
 /// A running server, killed when dropped.
 pub struct Server {
     target: Target,
-    _child: Child,
+    kind: TargetKind,
+    options: ServerOptions,
+    child: Child,
 }
 
 /// How long a server may take to print its address.
@@ -67,12 +71,38 @@ impl Server {
     /// it listens. Panics (failing the test) if it does not within 30 s.
     pub async fn start(kind: TargetKind, options: ServerOptions) -> Server {
         let secret = format!("test-secret-{:016x}", rand::random::<u64>());
+        Self::start_with(kind, options, secret).await
+    }
+
+    /// SIGKILLs the server and starts it again on the same port with the
+    /// same secret (a crash and a restart: the memory broker's history is
+    /// gone).
+    pub async fn kill_and_restart(&mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        let port: u16 = self
+            .target
+            .url
+            .trim_start_matches("ws://127.0.0.1:")
+            .split('/')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the URL");
+        let options = ServerOptions {
+            port: Some(port),
+            ..self.options.clone()
+        };
+        *self = Self::start_with(self.kind, options, self.target.secret.clone()).await;
+    }
+
+    async fn start_with(kind: TargetKind, options: ServerOptions, secret: String) -> Server {
+        let listen = format!("127.0.0.1:{}", options.port.unwrap_or(0));
         let mut cmd = match kind {
             TargetKind::Reference => {
                 let mut cmd = Command::new("node");
                 cmd.arg("tests/node/reference/sc-server.js")
                     .current_dir(repo_root())
-                    .env("PORT", "0")
+                    .env("PORT", options.port.unwrap_or(0).to_string())
                     .env("AUTH_KEY", &secret);
                 if let Some(d) = options.ping_interval {
                     cmd.env("PING_INTERVAL", millis(d));
@@ -84,7 +114,7 @@ impl Server {
             }
             TargetKind::Herald => {
                 let mut cmd = Command::new(herald_fixture_bin());
-                cmd.args(["serve", "--listen", "127.0.0.1:0", "--auth-secret", &secret]);
+                cmd.args(["serve", "--listen", &listen, "--auth-secret", &secret]);
                 if let Some(d) = options.ping_interval {
                     cmd.args(["--ping-interval", &format!("{}ms", d.as_millis())]);
                 }
@@ -118,7 +148,9 @@ impl Server {
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Server {
             target: Target { kind, url, secret },
-            _child: child,
+            kind,
+            options,
+            child,
         }
     }
 
