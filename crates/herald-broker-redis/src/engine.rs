@@ -21,7 +21,7 @@ use crate::options::RedisOptions;
 use crate::publisher::{Pool, connection_broken};
 use crate::sharded::shard_index;
 use crate::shared::Shared;
-use crate::subscriptions::{Command, Event, Manager, Routing};
+use crate::subscriptions::{Command, Event, Manager, NetworkIo, Routing};
 use crate::telemetry::RedisStats;
 
 const NAME: &str = "redis";
@@ -77,7 +77,7 @@ impl Engine {
             routing.clone(),
             commands_rx,
             events_rx,
-            events.clone(),
+            Box::new(NetworkIo::new(shared.clone(), events.clone())),
         );
         tokio::spawn(manager.run());
         let engine = Self {
@@ -114,6 +114,7 @@ impl Engine {
         self.commands
             .send(Command::Subscribe {
                 channel: name.clone(),
+                herald: Arc::from(channel),
                 done,
             })
             .map_err(|_| error("broker shut down"))?;
