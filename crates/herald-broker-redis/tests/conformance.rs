@@ -9,9 +9,14 @@ use std::time::Duration;
 use common::*;
 use herald::Broker;
 use herald_broker_redis::{RedisBroker, RedisClusterBroker, RedisOptions};
-use herald_testkit::broker_conformance::run_all;
+use herald_testkit::broker_conformance::{run_all, run_history, run_presence};
 
 const LIMIT: Duration = Duration::from_secs(120);
+/// History lifetime of the expiry check: short, well above Redis's expiry
+/// resolution (1 ms, with lazy and active expiry).
+const HISTORY_TTL: Duration = Duration::from_millis(500);
+/// Presence lifetime of the presence check.
+const PRESENCE_TTL: Duration = Duration::from_millis(800);
 
 async fn single(url: String, options: RedisOptions) -> Arc<dyn Broker> {
     Arc::new(
@@ -33,6 +38,26 @@ async fn single_redis_passes_conformance() {
             || single("redis://127.0.0.1:6379".into(), options.clone()),
             "conformance/",
         ),
+    )
+    .await;
+}
+
+/// History and presence on the shared Redis, isolated by a random prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_redis_passes_history_and_presence_conformance() {
+    init_tracing();
+    let options = fast_options(&random_prefix());
+    let make = || single("redis://127.0.0.1:6379".into(), options.clone());
+    within(
+        LIMIT,
+        "history conformance",
+        run_history(make, "conformance/", "ns_", HISTORY_TTL),
+    )
+    .await;
+    within(
+        LIMIT,
+        "presence conformance",
+        run_presence(make, "conformance/", PRESENCE_TTL),
     )
     .await;
 }
