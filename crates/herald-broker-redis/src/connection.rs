@@ -154,6 +154,20 @@ impl SubConnection {
     pub(crate) fn send(&self, packed: Vec<u8>) {
         let _ = self.tx.send(packed);
     }
+
+    /// A connection without a socket: what is sent arrives on the returned
+    /// receiver (the seam of the subscription manager's unit tests).
+    #[cfg(test)]
+    pub(crate) fn fake() -> (Self, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                tx,
+                _tasks: AbortOnDrop(Vec::new()),
+            },
+            rx,
+        )
+    }
 }
 
 type Decoder = combine::stream::Decoder<

@@ -72,19 +72,24 @@ async fn sharded_redis_passes_conformance() {
     ];
     let urls: Vec<String> = servers.iter().map(|s| s.url()).collect();
     let options = fast_options(&random_prefix());
+    let make = || async {
+        Arc::new(
+            RedisBroker::connect(&urls, options.clone())
+                .await
+                .expect("connect"),
+        ) as Arc<dyn Broker>
+    };
+    within(LIMIT, "conformance suite", run_all(make, "conformance/")).await;
     within(
         LIMIT,
-        "conformance suite",
-        run_all(
-            || async {
-                Arc::new(
-                    RedisBroker::connect(&urls, options.clone())
-                        .await
-                        .expect("connect"),
-                ) as Arc<dyn Broker>
-            },
-            "conformance/",
-        ),
+        "history conformance",
+        run_history(make, "conformance/", "ns_", HISTORY_TTL),
+    )
+    .await;
+    within(
+        LIMIT,
+        "presence conformance",
+        run_presence(make, "conformance/", PRESENCE_TTL),
     )
     .await;
     // The channels were spread: every server carried some.
@@ -110,19 +115,24 @@ async fn redis_cluster_passes_conformance() {
     let cluster = RedisCluster::start(3, 0).await;
     let seeds = cluster.seeds();
     let options = fast_options(&random_prefix());
+    let make = || async {
+        Arc::new(
+            RedisClusterBroker::connect(&seeds, options.clone())
+                .await
+                .expect("connect"),
+        ) as Arc<dyn Broker>
+    };
+    within(LIMIT, "conformance suite", run_all(make, "conformance/")).await;
     within(
         LIMIT,
-        "conformance suite",
-        run_all(
-            || async {
-                Arc::new(
-                    RedisClusterBroker::connect(&seeds, options.clone())
-                        .await
-                        .expect("connect"),
-                ) as Arc<dyn Broker>
-            },
-            "conformance/",
-        ),
+        "history conformance",
+        run_history(make, "conformance/", "ns_", HISTORY_TTL),
+    )
+    .await;
+    within(
+        LIMIT,
+        "presence conformance",
+        run_presence(make, "conformance/", PRESENCE_TTL),
     )
     .await;
 }
