@@ -71,6 +71,15 @@ impl Request {
     }
 }
 
+/// One request on its way: which, preceded by `ASKING`, after how many
+/// redirects.
+#[derive(Clone, Copy)]
+struct Attempting {
+    index: usize,
+    asking: bool,
+    hops: usize,
+}
+
 /// What one request's attempt came to.
 enum Attempt {
     Done(Result<Value, String>),
@@ -123,20 +132,26 @@ impl Executor {
     /// Sends every request and returns their outcomes, in order.
     pub(crate) async fn execute(&self, requests: &[Request]) -> Vec<Result<Value, String>> {
         let mut results: Vec<Option<Result<Value, String>>> = vec![None; requests.len()];
-        // (request, server, ASKING first, redirects so far)
-        let mut pending: Vec<(usize, NodeAddr, bool, usize)> = Vec::with_capacity(requests.len());
-        for (i, r) in requests.iter().enumerate() {
+        let mut pending: Vec<(NodeAddr, Attempting)> = Vec::with_capacity(requests.len());
+        for (index, r) in requests.iter().enumerate() {
             match self.route(r) {
-                Ok(addr) => pending.push((i, addr, false, 0)),
-                Err(e) => results[i] = Some(Err(e)),
+                Ok(addr) => pending.push((
+                    addr,
+                    Attempting {
+                        index,
+                        asking: false,
+                        hops: 0,
+                    },
+                )),
+                Err(e) => results[index] = Some(Err(e)),
             }
         }
         while !pending.is_empty() {
-            let mut groups: Vec<(NodeAddr, Vec<(usize, bool, usize)>)> = Vec::new();
-            for (i, addr, asking, hops) in pending.drain(..) {
+            let mut groups: Vec<(NodeAddr, Vec<Attempting>)> = Vec::new();
+            for (addr, attempt) in pending.drain(..) {
                 match groups.iter_mut().find(|(a, _)| *a == addr) {
-                    Some((_, items)) => items.push((i, asking, hops)),
-                    None => groups.push((addr, vec![(i, asking, hops)])),
+                    Some((_, items)) => items.push(attempt),
+                    None => groups.push((addr, vec![attempt])),
                 }
             }
             let rounds = groups
@@ -144,7 +159,7 @@ impl Executor {
                 .map(|(addr, items)| self.send_group(addr, items, requests));
             let outcomes = futures_util::future::join_all(rounds).await;
             for ((_, items), attempts) in groups.iter().zip(outcomes) {
-                for (&(i, _, hops), attempt) in items.iter().zip(attempts) {
+                for (&Attempting { index: i, hops, .. }, attempt) in items.iter().zip(attempts) {
                     match attempt {
                         Attempt::Done(result) => results[i] = Some(result),
                         Attempt::NoScript => {
@@ -161,9 +176,21 @@ impl Executor {
                                 slot: requests[i].slot,
                                 addr: to.clone(),
                             });
-                            pending.push((i, to, false, hops + 1));
+                            let next = Attempting {
+                                index: i,
+                                asking: false,
+                                hops: hops + 1,
+                            };
+                            pending.push((to, next));
                         }
-                        Attempt::Ask(to) => pending.push((i, to, true, hops + 1)),
+                        Attempt::Ask(to) => {
+                            let next = Attempting {
+                                index: i,
+                                asking: true,
+                                hops: hops + 1,
+                            };
+                            pending.push((to, next));
+                        }
                     }
                 }
             }
@@ -179,7 +206,7 @@ impl Executor {
     async fn send_group(
         &self,
         addr: &NodeAddr,
-        items: &[(usize, bool, usize)],
+        items: &[Attempting],
         requests: &[Request],
     ) -> Vec<Attempt> {
         let mut conn = match self.shared.pool.get(addr).await {
@@ -200,7 +227,7 @@ impl Executor {
         }
         let mut loaded: Vec<&Script> = Vec::new();
         for &k in &missing {
-            if let Some(script) = requests[items[k].0].script
+            if let Some(script) = requests[items[k].index].script
                 && !loaded.iter().any(|s| s.get_hash() == script.get_hash())
             {
                 if let Err(e) = script.load_async(&mut conn).await {
@@ -213,7 +240,7 @@ impl Executor {
                 loaded.push(script);
             }
         }
-        let again: Vec<(usize, bool, usize)> = missing.iter().map(|&k| items[k]).collect();
+        let again: Vec<Attempting> = missing.iter().map(|&k| items[k]).collect();
         let retried = self.send_pipeline(addr, &mut conn, &again, requests).await;
         for (k, attempt) in missing.into_iter().zip(retried) {
             attempts[k] = attempt;
@@ -225,15 +252,15 @@ impl Executor {
         &self,
         addr: &NodeAddr,
         conn: &mut redis::aio::MultiplexedConnection,
-        items: &[(usize, bool, usize)],
+        items: &[Attempting],
         requests: &[Request],
     ) -> Vec<Attempt> {
         let mut pipe = redis::pipe();
-        for &(i, asking, _) in items {
-            if asking {
+        for item in items {
+            if item.asking {
                 pipe.cmd("ASKING").ignore();
             }
-            pipe.add_command(requests[i].cmd.clone());
+            pipe.add_command(requests[item.index].cmd.clone());
         }
         pipe.ignore_errors();
         let replies: Vec<Value> = match pipe.query_async(conn).await {
