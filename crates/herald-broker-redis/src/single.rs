@@ -32,9 +32,11 @@ use crate::telemetry::RedisStats;
 /// A [`Broker`] over one Redis server (`redis://HOST:PORT`) or several,
 /// with channels sharded between them by [`crate::shard_index`].
 ///
-/// Publications travel with `PUBLISH`, carrying the exact `#publish` frame;
-/// each node subscribes (`SUBSCRIBE`) to the channels its clients need. See
-/// the [crate docs](crate) for the behaviour while Redis is unreachable.
+/// Publications travel with `PUBLISH`, carrying their envelope; each node
+/// subscribes (`SUBSCRIBE`) to the channels its clients need. History lives
+/// in Redis Streams and presence in hashes, on the channel's server. See
+/// the [crate docs](crate) for the key scheme, and for the behaviour while
+/// Redis is unreachable.
 pub struct RedisBroker {
     engine: Engine,
     servers: Vec<String>,

@@ -38,9 +38,10 @@ use crate::telemetry::RedisStats;
 /// (`redis+cluster://HOST:PORT[,HOST:PORT...]`).
 ///
 /// Publications travel with `SPUBLISH` to the primary owning the channel's
-/// slot; each node keeps one subscriber connection per primary and
+/// slot (history scripts run there too: every key of a channel is in its
+/// slot); each node keeps one subscriber connection per primary and
 /// resubscribes every channel after a connection loss, a failover or a slot
-/// migration. Requires Redis 7.0 or later.
+/// migration, reporting a resync for each. Requires Redis 7.0 or later.
 pub struct RedisClusterBroker {
     engine: Engine,
 }
