@@ -63,6 +63,10 @@ impl Manager {
                     chan.wanted = false;
                     chan.subscribers.clear();
                     chan.unsubscribers.push(done);
+                    // A later subscribe is the registry's first one again:
+                    // nothing of this one is owed a resync.
+                    chan.confirmed_once = false;
+                    chan.resync = false;
                     self.dirty.insert(channel);
                 }
                 None => {
@@ -73,6 +77,8 @@ impl Manager {
                 if let Some(chan) = self.channels.get_mut(&channel) {
                     chan.wanted = false;
                     chan.subscribers.clear();
+                    chan.confirmed_once = false;
+                    chan.resync = false;
                     self.dirty.insert(channel);
                 }
             }

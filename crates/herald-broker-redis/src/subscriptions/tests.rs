@@ -294,17 +294,22 @@ fn lost_connection_resubscribes_and_resyncs_each_channel_once() {
     h.backoff_elapsed(&a);
     assert_eq!(h.asked.lock().connects.len(), 2, "reconnecting");
     h.connect(&a);
-    let mut again = h.sent(&a);
-    again.sort();
+    let again = h.sent(&a);
+    let mut sorted = again.clone();
+    sorted.sort();
     assert_eq!(
-        again,
+        sorted,
         [cmd(&["SUBSCRIBE", "p:{x}"]), cmd(&["SUBSCRIBE", "p:{y}"])]
     );
     assert!(h.resyncs().is_empty(), "not before the confirmation");
-    h.reply(&a, Reply::Subscribed(name("x")));
-    assert_eq!(h.resyncs(), ["x"]);
-    h.reply(&a, Reply::Subscribed(name("y")));
-    assert_eq!(h.resyncs(), ["x", "y"]);
+    // The server confirms in the order sent (the order of a hash set).
+    let first = again[0][1].clone();
+    let second = again[1][1].clone();
+    let herald = |redis: &str| crate::keys::herald_channel(PREFIX, redis.as_bytes()).unwrap();
+    h.reply(&a, Reply::Subscribed(Arc::from(first.as_str())));
+    assert_eq!(h.resyncs(), [herald(&first)]);
+    h.reply(&a, Reply::Subscribed(Arc::from(second.as_str())));
+    assert_eq!(h.resyncs(), [herald(&first), herald(&second)]);
     // Later events do not report it again.
     h.m.dirty.extend([name("x"), name("y")]);
     h.m.flush();
@@ -430,4 +435,24 @@ fn resubscription_after_a_redirect_resyncs_once() {
     assert_eq!(h.sent(&b), [cmd(&["SSUBSCRIBE", "p:{q}"])]);
     h.reply(&b, Reply::Subscribed(name("q")));
     assert_eq!(h.resyncs(), ["q"], "one resync for one resubscription");
+}
+
+#[test]
+fn subscribing_again_during_an_unsubscription_is_a_first_subscribe() {
+    let a = addr(7000);
+    let mut h = Harness::new(Routing::Hashed(vec![a.clone()]));
+    h.connect(&a);
+    h.subscribe("u");
+    h.sent(&a);
+    h.reply(&a, Reply::Subscribed(name("u")));
+    let mut unsub = h.unsubscribe("u");
+    assert_eq!(h.sent(&a), [cmd(&["UNSUBSCRIBE", "p:{u}"])]);
+    let mut sub = h.subscribe("u");
+    assert_eq!(h.sent(&a), [cmd(&["SUBSCRIBE", "p:{u}"])]);
+    h.reply(&a, Reply::Unsubscribed(name("u")));
+    assert!(!done(&mut sub), "the subscribe in flight decides");
+    h.reply(&a, Reply::Subscribed(name("u")));
+    assert!(done(&mut sub));
+    assert!(unsub.try_recv().is_err(), "superseded, never completed");
+    assert!(h.resyncs().is_empty(), "not a resync");
 }
