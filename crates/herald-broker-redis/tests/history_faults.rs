@@ -1,8 +1,10 @@
 //! History and resync through faults: a Redis restarted without
 //! persistence starts every channel in a new epoch; a killed subscriber
 //! connection is resubscribed, `resync` is reported for every channel once
-//! it flows again, and offsets stay gapless; and the envelope the publish
-//! script writes is byte for byte what `Publication::encode` writes.
+//! it flows again, and offsets stay gapless; scripts a server lost are
+//! loaded again and failed scripts are counted; and the envelope the
+//! publish script writes is byte for byte what `Publication::encode`
+//! writes.
 
 mod common;
 
@@ -15,7 +17,7 @@ use futures_util::StreamExt;
 use herald::broker::{HistoryPolicy, HistoryQuery, StreamPosition};
 use herald::{Broker, BrokerSink, BrokerStatus, Publication};
 use herald_broker_redis::RedisBroker;
-use herald_broker_redis::keys::redis_channel;
+use herald_broker_redis::keys::{ChannelKeys, redis_channel};
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 
@@ -310,4 +312,54 @@ async fn script_envelope_is_what_publication_encode_writes() {
         assert_eq!(got.channel, want.channel);
     }
     node.broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushed_scripts_reload_and_script_failures_are_counted() {
+    init_tracing();
+    let server = RedisServer::start().await;
+    let prefix = random_prefix();
+    let node = recorded(&server.url(), &prefix).await;
+    let broker = node.broker.clone();
+    let p = policy();
+    let first = broker.publish_with_history("s", data(1), &p).await.unwrap();
+    let mut c = server.conn().await;
+    // A server that lost its scripts (restarted, failed over, flushed)
+    // gets them again on the next call.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let second = broker.publish_with_history("s", data(2), &p).await.unwrap();
+    assert_eq!(second, StreamPosition::new(2, first.epoch.clone()));
+    let page = broker.history("s", &p, &latest(10)).await.unwrap();
+    assert_eq!(page.publications.len(), 2);
+    assert_eq!(broker.stats().script_errors, 0);
+
+    // A foreign value where the channel's meta should be: the script
+    // fails, the publisher gets an error, both counters count it.
+    let meta = ChannelKeys::new(&prefix, "s").meta;
+    let _: () = redis::cmd("SET")
+        .arg(&meta)
+        .arg("foreign")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let before = broker.stats();
+    assert!(broker.publish_with_history("s", data(3), &p).await.is_err());
+    assert!(broker.history("s", &p, &latest(10)).await.is_err());
+    let after = broker.stats();
+    assert_eq!(after.script_errors, before.script_errors + 2);
+    assert_eq!(after.publish_errors, before.publish_errors + 1);
+    // Once the key is gone, the channel starts a new epoch.
+    let _: () = redis::cmd("DEL")
+        .arg(&meta)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let next = broker.publish_with_history("s", data(4), &p).await.unwrap();
+    assert_eq!(next.offset, 1);
+    assert_ne!(next.epoch, first.epoch);
+    broker.shutdown().await;
 }
