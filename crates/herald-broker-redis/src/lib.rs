@@ -156,8 +156,9 @@
 //! single-server conformance test also uses the Redis on `127.0.0.1:6379`
 //! with a random prefix. History and presence are checked by the
 //! conformance suite on every flavour, and through faults (a restart
-//! without persistence, killed subscriber connections) in
-//! `tests/history_faults.rs`.
+//! without persistence, killed subscriber connections, flushed scripts) in
+//! `tests/history_faults.rs`, and through a cluster slot migration (`ASK`,
+//! then `MOVED`) in `tests/cluster_history.rs`.
 
 #![warn(missing_docs)]
 
