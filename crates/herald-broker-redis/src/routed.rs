@@ -26,7 +26,6 @@ use tokio::sync::mpsc;
 
 use crate::cluster::slots::key_slot;
 use crate::connection::NodeAddr;
-use crate::keys;
 use crate::publisher::connection_broken;
 use crate::sharded::shard_index;
 use crate::shared::Shared;
@@ -47,10 +46,12 @@ pub(crate) struct Request {
 }
 
 impl Request {
-    /// `cmd` about `channel` (prefixed with `prefix` in Redis).
-    pub(crate) fn new(prefix: &str, channel: &str, cmd: Cmd) -> Self {
+    /// `cmd` about Herald channel `channel`, whose Redis pub/sub name is
+    /// `name` ([`crate::keys::redis_channel`]; every key of the channel shares its
+    /// slot).
+    pub(crate) fn new(name: &str, channel: &str, cmd: Cmd) -> Self {
         Self {
-            slot: key_slot(keys::redis_channel(prefix, channel).as_bytes()),
+            slot: key_slot(name.as_bytes()),
             channel: Arc::from(channel),
             cmd,
             script: None,
@@ -58,10 +59,10 @@ impl Request {
     }
 
     /// An `EVALSHA` of `script` ([`crate::scripts::evalsha`]).
-    pub(crate) fn script(prefix: &str, channel: &str, script: &'static Script, cmd: Cmd) -> Self {
+    pub(crate) fn script(name: &str, channel: &str, script: &'static Script, cmd: Cmd) -> Self {
         Self {
             script: Some(script),
-            ..Self::new(prefix, channel, cmd)
+            ..Self::new(name, channel, cmd)
         }
     }
 

@@ -60,7 +60,7 @@ impl Engine {
                 keys.channel.as_bytes(),
             ],
         );
-        let request = Request::script(prefix, channel, &scripts::PUBLISH, cmd);
+        let request = Request::script(&keys.channel, channel, &scripts::PUBLISH, cmd);
         let reply = self.publish_request(channel, request).await?;
         scripts::read_position(&reply).map_err(|e| {
             self.shared.telemetry.script_failed();
@@ -96,7 +96,7 @@ impl Engine {
                 since_epoch.as_bytes(),
             ],
         );
-        let request = Request::script(prefix, channel, &scripts::HISTORY, cmd);
+        let request = Request::script(&keys.channel, channel, &scripts::HISTORY, cmd);
         let what = format!("history of {channel}");
         let reply = self.call(&what, std::slice::from_ref(&request)).await?;
         let channel: Arc<str> = Arc::from(channel);
@@ -118,7 +118,7 @@ impl Engine {
         let keys = ChannelKeys::new(prefix, channel);
         let mut cmd = redis::cmd("DEL");
         cmd.arg(&keys.stream).arg(&keys.meta);
-        let request = Request::new(prefix, channel, cmd);
+        let request = Request::new(&keys.channel, channel, cmd);
         self.call(
             &format!("removing the history of {channel}"),
             std::slice::from_ref(&request),

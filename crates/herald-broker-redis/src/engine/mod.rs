@@ -157,8 +157,8 @@ impl Engine {
     pub(crate) async fn publish(&self, publication: Arc<Publication>) -> Result<(), BrokerError> {
         let name = keys::redis_channel(&self.shared.prefix, &publication.channel);
         let mut cmd = redis::cmd(self.exec.routing().flavor().publish());
-        cmd.arg(name).arg(publication.encode().as_ref());
-        let request = Request::new(&self.shared.prefix, &publication.channel, cmd);
+        cmd.arg(&name).arg(publication.encode().as_ref());
+        let request = Request::new(&name, &publication.channel, cmd);
         self.publish_request(&publication.channel, request)
             .await
             .map(|_| ())

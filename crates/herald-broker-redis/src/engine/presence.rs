@@ -68,7 +68,7 @@ impl Engine {
                     &args,
                 );
                 requests.push(Request::script(
-                    prefix,
+                    &keys.channel,
                     channel,
                     &scripts::PRESENCE_ADD,
                     cmd,
@@ -101,8 +101,8 @@ impl Engine {
             zrem.arg(c.as_bytes());
         }
         let requests = [
-            Request::new(prefix, channel, hdel),
-            Request::new(prefix, channel, zrem),
+            Request::new(&keys.channel, channel, hdel),
+            Request::new(&keys.channel, channel, zrem),
         ];
         self.call(&format!("presence remove on {channel}"), &requests)
             .await
@@ -117,7 +117,7 @@ impl Engine {
             &[&keys.presence, &keys.presence_expiry],
             &[mode.as_bytes()],
         );
-        let request = Request::script(prefix, channel, &scripts::PRESENCE_READ, cmd);
+        let request = Request::script(&keys.channel, channel, &scripts::PRESENCE_READ, cmd);
         let mut replies = self
             .call(
                 &format!("presence of {channel}"),
