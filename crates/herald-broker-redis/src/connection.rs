@@ -36,6 +36,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::keys;
 use crate::shared::Shared;
 use crate::subscriptions::Event;
 
@@ -152,6 +153,20 @@ impl SubConnection {
     /// `Closed` event is on its way).
     pub(crate) fn send(&self, packed: Vec<u8>) {
         let _ = self.tx.send(packed);
+    }
+
+    /// A connection without a socket: what is sent arrives on the returned
+    /// receiver (the seam of the subscription manager's unit tests).
+    #[cfg(test)]
+    pub(crate) fn fake() -> (Self, mpsc::UnboundedReceiver<Vec<u8>>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                tx,
+                _tasks: AbortOnDrop(Vec::new()),
+            },
+            rx,
+        )
     }
 }
 
@@ -343,16 +358,17 @@ fn classify(value: Value, shared: &Shared) -> Option<Reply> {
 }
 
 /// The hot path: rebuild the publication from the envelope it carries
-/// ([`Publication::decode`]) and hand it to the registry. Anything that is not a publication of the channel it
-/// arrived on (foreign publisher on the same prefix, corruption) is dropped
-/// and counted.
+/// ([`Publication::decode`]) and hand it to the registry. The Redis channel
+/// name is mapped back to the Herald channel ([`crate::keys`]); anything
+/// that is not a publication of the channel it arrived on (foreign
+/// publisher on the same prefix, corruption) is dropped and counted.
 fn deliver(shared: &Shared, channel: Option<&[u8]>, payload: Vec<u8>) {
-    let Some(name) = channel.and_then(|c| c.strip_prefix(shared.prefix.as_bytes())) else {
+    let Some(name) = channel.and_then(|c| keys::herald_channel(&shared.prefix, c)) else {
         shared.telemetry.invalid_message();
         return;
     };
     match Publication::decode(&payload) {
-        Ok(p) if p.channel.as_bytes() == name => {
+        Ok(p) if *p.channel == *name => {
             if let Some(sink) = shared.sink.get() {
                 sink.deliver(Arc::new(p));
             }
@@ -360,7 +376,7 @@ fn deliver(shared: &Shared, channel: Option<&[u8]>, payload: Vec<u8>) {
         _ => {
             shared.telemetry.invalid_message();
             tracing::debug!(
-                channel = %String::from_utf8_lossy(name),
+                channel = %name,
                 "dropped a message that is not a Herald publication"
             );
         }

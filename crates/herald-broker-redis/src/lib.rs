@@ -18,13 +18,78 @@
 //!
 //! ## Wire format
 //!
-//! Every publication, local ones included, goes through Redis, on the Redis
-//! channel `prefix + channel` ([`RedisOptions::prefix`], default `herald:`).
-//! The message is the publication's `#publish` frame, byte for byte, so a
-//! receiving node rebuilds it with [`herald::Publication::from_frame`] and
-//! hands the very bytes to its subscribers. A message that is not such a
-//! frame for the channel it arrived on is dropped and counted
+//! Every publication, local ones included, goes through Redis, as an
+//! **envelope** ([`herald::Publication::encode`]):
+//!
+//! ```text
+//! h1|<kind>|<offset>|<epoch>|<channel byte length>|<channel><data>
+//! ```
+//!
+//! with the Herald channel name inside (not the Redis name), offset `0` and
+//! an empty epoch for a publication without history, and the JSON data
+//! verbatim (empty when there is none). A receiving node rebuilds the
+//! delivery frame with [`herald::Publication::decode`] and hands the same
+//! bytes to all its subscribers. A message that is not an envelope of the
+//! channel it arrived on is dropped and counted
 //! (`herald_broker_invalid_messages_total`).
+//!
+//! ## Key scheme
+//!
+//! A Herald channel `C` is published on the Redis channel
+//! `<prefix>{<esc(C)>}` ([`keys::redis_channel`]), and its keys are that
+//! name plus a suffix: `:h` its stream, `:m` its meta hash, `:p` and `:px`
+//! its presence. `esc` percent-escapes `{`, `}` and `%` (the empty channel
+//! becomes `%`), so the hash tag is always the escaped channel name: every
+//! name of a channel is in one Redis Cluster slot, and a script may touch
+//! them all. The sharded broker sends every name of a channel to the server
+//! [`shard_index`] picks for the Herald name. See [`keys`].
+//!
+//! ## History
+//!
+//! [`herald::Broker::publish_with_history`] runs one Lua script on the
+//! server (or slot owner) of the channel: it reads the channel's epoch
+//! (creating it, from a fresh [`herald::broker::history::new_epoch`], when
+//! the channel has none, and dropping any stream left without it),
+//! increments the offset, appends `XADD <stream> MAXLEN = <size>
+//! <offset>-0 d <data>`, sets both keys to expire `ttl` after this
+//! publication, and publishes the envelope, all atomically: no subscriber
+//! sees offset n+1 before n, and a publication is in the history exactly
+//! when it was published. [`herald::Broker::history`] reads with another
+//! script (`XRANGE (<offset>-0 + COUNT <limit>` after a position of the
+//! current epoch, `XREVRANGE` for the latest), creating the epoch with
+//! the ttl when the channel has none; [`herald::Broker::remove_history`]
+//! deletes both keys. Scripts go out as `EVALSHA` and are loaded on
+//! `NOSCRIPT`; their failures are counted
+//! (`herald_broker_script_errors_total`).
+//!
+//! **Redis restarted without persistence** (or history expired, or
+//! removed): the channel has no epoch any more, so the next read or
+//! publication creates a new one and offsets start again at 1. A client
+//! that knew the old epoch learns that it cannot recover; it is never told
+//! that it missed nothing. With persistence (AOF or RDB), the history
+//! survives as far as Redis kept it.
+//!
+//! ## Presence
+//!
+//! Per channel, a hash (socket id → `ClientInfo` JSON) and a sorted set
+//! (socket id scored by its expiry). `presence_add` records a batch with
+//! one script call per channel, pipelined per server (servers in
+//! parallel); the expiry is computed from the **Redis server's clock**
+//! (`TIME` in the script), so nodes with skewed clocks agree, and both keys
+//! get at least the ttl as their own lifetime, so an abandoned channel
+//! vanishes. Reads (`presence`, `presence_stats`) first drop the expired
+//! entries from both keys in the same script; stats count sockets and
+//! distinct users.
+//!
+//! ## Resync
+//!
+//! Pub/sub keeps nothing: publications made while a subscription was being
+//! re-established are lost on the way to this node. Whenever a channel
+//! that had been subscribed is subscribed again (a lost or killed
+//! connection, a restarted server, a server-pushed `sunsubscribe`, a moved
+//! slot, a failover), the broker calls [`herald::BrokerSink::resync`] for
+//! it once the new subscription is confirmed, and the node fills the gap
+//! from the history. A channel's first subscription is not a resync.
 //!
 //! ## Guarantees
 //!
@@ -32,11 +97,14 @@
 //!   publication made after it returns is delivered to this node.
 //! * Each publication is delivered once per subscribed node, in publish
 //!   order per publisher (one pipelined connection per server carries a
-//!   node's publications, and a channel lives on exactly one server).
+//!   node's publications, and a channel lives on exactly one server);
+//!   publications with history reach every node in offset order.
+//! * Offsets of a channel are 1, 2, 3, … with no hole and no duplicate
+//!   within an epoch, whichever nodes publish.
 //! * Redis pub/sub does not store messages: a publication made while a
-//!   subscription is being re-established (after a failover, a migration, a
-//!   lost connection) does not reach the nodes that were not subscribed at
-//!   that moment.
+//!   subscription is being re-established does not reach the nodes that
+//!   were not subscribed at that moment; for channels with history the
+//!   node is told to resync (above) and repairs the gap.
 //!
 //! ## When Redis goes away
 //!
@@ -65,11 +133,17 @@
 //!
 //! ## Modules
 //!
-//! * `subscriptions` (internal): the subscription manager, desired state
-//!   and resubscription, for every flavour.
+//! * `subscriptions` (internal): the subscription manager, desired state,
+//!   resubscription and resync, for every flavour.
 //! * `connection` (internal): one subscriber connection, speaking RESP
 //!   through redis-rs's decoder.
-//! * `publisher` (internal): the publishing connections.
+//! * [`keys`]: the Redis names of a Herald channel.
+//! * `engine` (internal): the broker calls, their bounds and accounting;
+//!   with `engine::history` and `engine::presence`.
+//! * `routed` (internal): requests sent to a channel's server, batched per
+//!   server, following `MOVED`/`ASK`, loading scripts on `NOSCRIPT`.
+//! * `scripts` (internal): the Lua scripts and their replies.
+//! * `publisher` (internal): the request/response connections.
 //! * `single`: [`RedisBroker`]; [`sharded`]: the shard hash.
 //! * [`cluster`]: [`RedisClusterBroker`], [`cluster::slots`] and the slot map.
 //! * `telemetry`: status, metrics and [`RedisStats`].
@@ -80,7 +154,11 @@
 //! Redis Clusters with `redis-cli --cluster create`), so they need
 //! `redis-server` and `redis-cli` (Redis 7.0 or later) on the `PATH`; the
 //! single-server conformance test also uses the Redis on `127.0.0.1:6379`
-//! with a random prefix.
+//! with a random prefix. History and presence are checked by the
+//! conformance suite on every flavour, and through faults (a restart
+//! without persistence, killed subscriber connections, flushed scripts) in
+//! `tests/history_faults.rs`, and through a cluster slot migration (`ASK`,
+//! then `MOVED`) in `tests/cluster_history.rs`.
 
 #![warn(missing_docs)]
 
@@ -88,8 +166,11 @@ mod backoff;
 pub mod cluster;
 mod connection;
 mod engine;
+pub mod keys;
 mod options;
 mod publisher;
+mod routed;
+mod scripts;
 pub mod sharded;
 mod shared;
 mod single;

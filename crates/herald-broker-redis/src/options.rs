@@ -24,8 +24,8 @@ pub struct RedisOptions {
     /// (default `herald:`), so several applications (or test runs) can share
     /// one Redis. Every node of one Herald cluster must use the same prefix.
     ///
-    /// With Redis Cluster the slot is computed over the prefixed name, so a
-    /// prefix holding a `{hashtag}` would put every channel in one slot.
+    /// The prefix is escaped like channel names ([`crate::keys`]), so braces
+    /// in it never form a hash tag: each channel keeps its own slot.
     pub prefix: String,
     /// Bound on establishing a TCP connection (and its `AUTH`).
     pub connect_timeout: Duration,

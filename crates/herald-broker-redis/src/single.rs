@@ -12,8 +12,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use async_trait::async_trait;
+use herald::broker::{
+    ClientInfo, HistoryPage, HistoryPolicy, HistoryQuery, PresenceRecord, PresenceStats,
+    StreamPosition,
+};
 use herald::{Broker, BrokerError, BrokerSink, BrokerStatus, Publication};
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use crate::engine::{Engine, error};
@@ -24,9 +32,11 @@ use crate::telemetry::RedisStats;
 /// A [`Broker`] over one Redis server (`redis://HOST:PORT`) or several,
 /// with channels sharded between them by [`crate::shard_index`].
 ///
-/// Publications travel with `PUBLISH`, carrying the exact `#publish` frame;
-/// each node subscribes (`SUBSCRIBE`) to the channels its clients need. See
-/// the [crate docs](crate) for the behaviour while Redis is unreachable.
+/// Publications travel with `PUBLISH`, carrying their envelope; each node
+/// subscribes (`SUBSCRIBE`) to the channels its clients need. History lives
+/// in Redis Streams and presence in hashes, on the channel's server. See
+/// the [crate docs](crate) for the key scheme, and for the behaviour while
+/// Redis is unreachable.
 pub struct RedisBroker {
     engine: Engine,
     servers: Vec<String>,
@@ -110,6 +120,58 @@ impl Broker for RedisBroker {
 
     async fn publish(&self, publication: Arc<Publication>) -> Result<(), BrokerError> {
         self.engine.publish(publication).await
+    }
+
+    async fn publish_with_history(
+        &self,
+        channel: &str,
+        data: Option<Box<RawValue>>,
+        policy: &HistoryPolicy,
+    ) -> Result<StreamPosition, BrokerError> {
+        self.engine
+            .publish_with_history(channel, data, policy)
+            .await
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        policy: &HistoryPolicy,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        self.engine.history(channel, policy, query).await
+    }
+
+    async fn remove_history(
+        &self,
+        channel: &str,
+        _policy: &HistoryPolicy,
+    ) -> Result<(), BrokerError> {
+        self.engine.remove_history(channel).await
+    }
+
+    async fn presence_add(
+        &self,
+        records: &[PresenceRecord],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        self.engine.presence_add(records, ttl).await
+    }
+
+    async fn presence_remove(
+        &self,
+        channel: &str,
+        clients: &[Arc<str>],
+    ) -> Result<(), BrokerError> {
+        self.engine.presence_remove(channel, clients).await
+    }
+
+    async fn presence(&self, channel: &str) -> Result<BTreeMap<String, ClientInfo>, BrokerError> {
+        self.engine.presence(channel).await
+    }
+
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
+        self.engine.presence_stats(channel).await
     }
 
     fn status(&self) -> BrokerStatus {

@@ -13,6 +13,7 @@
 //! | `herald_broker_publish_errors_total` | counter | publications that failed (not delivered anywhere) |
 //! | `herald_broker_invalid_messages_total` | counter | received messages dropped as not a Herald publication |
 //! | `herald_broker_topology_refreshes_total` | counter | Redis Cluster slot map reloads |
+//! | `herald_broker_script_errors_total` | counter | history and presence scripts that failed (error reply, timeout, unreadable reply) |
 //!
 //! Counters carry the label `broker="redis"`.
 
@@ -39,6 +40,9 @@ pub struct RedisStats {
     /// confirmed (after a lost connection, a failover, a slot migration; a
     /// redirected attempt counts again).
     pub resubscriptions: u64,
+    /// History and presence scripts that failed (an error reply, no reply
+    /// in time, or a reply that could not be read).
+    pub script_errors: u64,
 }
 
 /// The live counters and status of one broker.
@@ -48,6 +52,7 @@ pub(crate) struct Telemetry {
     invalid_messages: AtomicU64,
     topology_refreshes: AtomicU64,
     resubscriptions: AtomicU64,
+    script_errors: AtomicU64,
     status: watch::Sender<BrokerStatus>,
     /// For logs: what this broker is connected to.
     pub(crate) describe: String,
@@ -61,6 +66,7 @@ impl Telemetry {
             invalid_messages: AtomicU64::new(0),
             topology_refreshes: AtomicU64::new(0),
             resubscriptions: AtomicU64::new(0),
+            script_errors: AtomicU64::new(0),
             status: watch::Sender::new(BrokerStatus::Down),
             describe,
         }
@@ -126,6 +132,11 @@ impl Telemetry {
             .increment(1);
     }
 
+    pub(crate) fn script_failed(&self) {
+        self.script_errors.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("herald_broker_script_errors_total", LABEL.0 => LABEL.1).increment(1);
+    }
+
     pub(crate) fn resubscribed(&self, n: u64) {
         self.resubscriptions.fetch_add(n, Ordering::Relaxed);
     }
@@ -137,6 +148,7 @@ impl Telemetry {
             invalid_messages: self.invalid_messages.load(Ordering::Relaxed),
             topology_refreshes: self.topology_refreshes.load(Ordering::Relaxed),
             resubscriptions: self.resubscriptions.load(Ordering::Relaxed),
+            script_errors: self.script_errors.load(Ordering::Relaxed),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use herald::{Broker, BrokerStatus};
+use herald_broker_redis::keys::redis_channel;
 use herald_broker_redis::{RedisBroker, shard_index};
 use herald_testkit::broker_conformance::Node;
 use tokio::time::Instant;
@@ -102,7 +103,7 @@ async fn sharded_placement_and_server_restart() {
         channels
             .iter()
             .filter(|c| shard_index(c, 3) == i)
-            .map(|c| format!("{prefix}{c}"))
+            .map(|c| redis_channel(&prefix, c))
             .collect()
     };
     for (i, s) in servers.iter().enumerate() {

@@ -17,8 +17,16 @@ pub(crate) mod topology;
 
 use std::sync::Arc;
 
+use std::collections::BTreeMap;
+use std::time::Duration;
+
 use async_trait::async_trait;
+use herald::broker::{
+    ClientInfo, HistoryPage, HistoryPolicy, HistoryQuery, PresenceRecord, PresenceStats,
+    StreamPosition,
+};
 use herald::{Broker, BrokerError, BrokerSink, BrokerStatus, Publication};
+use serde_json::value::RawValue;
 use tokio::sync::watch;
 
 use crate::engine::{Engine, error};
@@ -30,9 +38,10 @@ use crate::telemetry::RedisStats;
 /// (`redis+cluster://HOST:PORT[,HOST:PORT...]`).
 ///
 /// Publications travel with `SPUBLISH` to the primary owning the channel's
-/// slot; each node keeps one subscriber connection per primary and
+/// slot (history scripts run there too: every key of a channel is in its
+/// slot); each node keeps one subscriber connection per primary and
 /// resubscribes every channel after a connection loss, a failover or a slot
-/// migration. Requires Redis 7.0 or later.
+/// migration, reporting a resync for each. Requires Redis 7.0 or later.
 pub struct RedisClusterBroker {
     engine: Engine,
 }
@@ -116,6 +125,58 @@ impl Broker for RedisClusterBroker {
 
     async fn publish(&self, publication: Arc<Publication>) -> Result<(), BrokerError> {
         self.engine.publish(publication).await
+    }
+
+    async fn publish_with_history(
+        &self,
+        channel: &str,
+        data: Option<Box<RawValue>>,
+        policy: &HistoryPolicy,
+    ) -> Result<StreamPosition, BrokerError> {
+        self.engine
+            .publish_with_history(channel, data, policy)
+            .await
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        policy: &HistoryPolicy,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        self.engine.history(channel, policy, query).await
+    }
+
+    async fn remove_history(
+        &self,
+        channel: &str,
+        _policy: &HistoryPolicy,
+    ) -> Result<(), BrokerError> {
+        self.engine.remove_history(channel).await
+    }
+
+    async fn presence_add(
+        &self,
+        records: &[PresenceRecord],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        self.engine.presence_add(records, ttl).await
+    }
+
+    async fn presence_remove(
+        &self,
+        channel: &str,
+        clients: &[Arc<str>],
+    ) -> Result<(), BrokerError> {
+        self.engine.presence_remove(channel, clients).await
+    }
+
+    async fn presence(&self, channel: &str) -> Result<BTreeMap<String, ClientInfo>, BrokerError> {
+        self.engine.presence(channel).await
+    }
+
+    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
+        self.engine.presence_stats(channel).await
     }
 
     fn status(&self) -> BrokerStatus {

@@ -4,29 +4,31 @@
 //!
 //! [`crate::RedisBroker`] and [`crate::RedisClusterBroker`] differ only in
 //! their [`Routing`]; everything else (timeouts, error accounting, status)
-//! lives here once.
+//! lives here once. History ([`history`]) and presence ([`presence`]) are
+//! built on the same two paths: the publish path (a publication with
+//! history is a publication) and bounded requests ([`crate::routed`]).
+
+mod history;
+mod presence;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use bytes::Bytes;
 use herald::{BrokerError, BrokerSink, BrokerStatus, Publication};
-use redis::{ConnectionInfo, ErrorKind, ServerErrorKind, Value};
+use redis::{ConnectionInfo, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::cluster::slots::key_slot;
 use crate::connection::NodeAddr;
+use crate::keys;
 use crate::options::RedisOptions;
-use crate::publisher::{Pool, connection_broken};
-use crate::sharded::shard_index;
+use crate::publisher::Pool;
+use crate::routed::{Executor, Request};
 use crate::shared::Shared;
-use crate::subscriptions::{Command, Event, Manager, Routing};
+use crate::subscriptions::{Command, Manager, NetworkIo, Routing};
 use crate::telemetry::RedisStats;
 
 const NAME: &str = "redis";
-/// `MOVED` replies followed by one publication.
-const MAX_PUBLISH_REDIRECTS: usize = 3;
 
 pub(crate) fn error(message: impl Into<String>) -> BrokerError {
     BrokerError {
@@ -35,17 +37,12 @@ pub(crate) fn error(message: impl Into<String>) -> BrokerError {
     }
 }
 
-enum PublishError {
-    Moved(NodeAddr),
-    Failed(String),
-}
-
 /// A running broker: the manager task plus the publish path.
 pub(crate) struct Engine {
     shared: Arc<Shared>,
-    routing: Routing,
+    /// Every command but subscriptions goes through it.
+    exec: Executor,
     commands: mpsc::UnboundedSender<Command>,
-    events: mpsc::UnboundedSender<Event>,
     closed: AtomicBool,
 }
 
@@ -77,14 +74,13 @@ impl Engine {
             routing.clone(),
             commands_rx,
             events_rx,
-            events.clone(),
+            Box::new(NetworkIo::new(shared.clone(), events.clone())),
         );
         tokio::spawn(manager.run());
         let engine = Self {
+            exec: Executor::new(shared.clone(), routing, events),
             shared,
-            routing,
             commands,
-            events,
             closed: AtomicBool::new(false),
         };
         let mut status = engine.watch_status();
@@ -105,7 +101,7 @@ impl Engine {
     }
 
     fn redis_channel(&self, channel: &str) -> Arc<str> {
-        Arc::from(format!("{}{channel}", self.shared.prefix))
+        Arc::from(keys::redis_channel(&self.shared.prefix, channel))
     }
 
     pub(crate) async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
@@ -114,6 +110,7 @@ impl Engine {
         self.commands
             .send(Command::Subscribe {
                 channel: name.clone(),
+                herald: Arc::from(channel),
                 done,
             })
             .map_err(|_| error("broker shut down"))?;
@@ -155,93 +152,63 @@ impl Engine {
         Ok(())
     }
 
+    /// Publishes through Redis (see the crate docs): `PUBLISH`/`SPUBLISH`
+    /// of the envelope on the channel's Redis name.
     pub(crate) async fn publish(&self, publication: Arc<Publication>) -> Result<(), BrokerError> {
+        let name = keys::redis_channel(&self.shared.prefix, &publication.channel);
+        let mut cmd = redis::cmd(self.exec.routing().flavor().publish());
+        cmd.arg(&name).arg(publication.encode().as_ref());
+        let request = Request::new(&name, &publication.channel, cmd);
+        self.publish_request(&publication.channel, request)
+            .await
+            .map(|_| ())
+    }
+
+    /// The publish path, for plain publications and those with history:
+    /// bounded by `publish_timeout`, failures counted and logged.
+    async fn publish_request(&self, channel: &str, request: Request) -> Result<Value, BrokerError> {
         let limit = self.shared.options.publish_timeout;
         let outcome = if self.closed.load(Ordering::Relaxed) {
             Err("broker shut down".to_owned())
         } else {
-            let channel = format!("{}{}", self.shared.prefix, publication.channel);
-            match tokio::time::timeout(limit, self.publish_once(&channel, &publication)).await {
-                Ok(result) => result,
+            let run = self.exec.execute(std::slice::from_ref(&request));
+            match tokio::time::timeout(limit, run).await {
+                Ok(mut results) => results.pop().unwrap_or_else(|| Err("no reply".to_owned())),
                 Err(_) => Err(format!("not accepted within {limit:?}")),
             }
         };
         outcome.map_err(|e| {
             self.shared.telemetry.publish_failed();
-            tracing::debug!(channel = %publication.channel, error = %e, "redis publish failed");
-            error(format!("publish to {} failed: {e}", publication.channel))
+            if request.is_script() {
+                self.shared.telemetry.script_failed();
+            }
+            tracing::debug!(channel, error = %e, "redis publish failed");
+            error(format!("publish to {channel} failed: {e}"))
         })
     }
 
-    async fn publish_once(&self, channel: &str, publication: &Publication) -> Result<(), String> {
-        let envelope = publication.encode();
-        match &self.routing {
-            Routing::Hashed(servers) => {
-                let addr = &servers[shard_index(&publication.channel, servers.len())];
-                match self.send(addr, channel, &envelope).await {
-                    Ok(()) => Ok(()),
-                    Err(PublishError::Failed(e)) => Err(e),
-                    Err(PublishError::Moved(to)) => Err(format!("unexpected MOVED to {to}")),
-                }
+    /// Runs `requests` (reads and writes of history and presence) within
+    /// `request_timeout`; fails when any of them failed, counting script
+    /// failures.
+    async fn call(&self, what: &str, requests: &[Request]) -> Result<Vec<Value>, BrokerError> {
+        let limit = self.shared.options.request_timeout;
+        let failed = |e: String| {
+            if requests.iter().any(Request::is_script) {
+                self.shared.telemetry.script_failed();
             }
-            Routing::Cluster { .. } => {
-                let slot = key_slot(channel.as_bytes());
-                let mut addr = self
-                    .shared
-                    .topology()
-                    .owner(slot)
-                    .cloned()
-                    .ok_or_else(|| format!("no known primary serves slot {slot}"))?;
-                for _ in 0..=MAX_PUBLISH_REDIRECTS {
-                    match self.send(&addr, channel, &envelope).await {
-                        Ok(()) => return Ok(()),
-                        Err(PublishError::Moved(to)) => {
-                            let _ = self.events.send(Event::Redirect {
-                                slot,
-                                addr: to.clone(),
-                            });
-                            addr = to;
-                        }
-                        Err(PublishError::Failed(e)) => return Err(e),
-                    }
-                }
-                Err(format!("slot {slot}: too many redirects"))
-            }
+            tracing::debug!(what, error = %e, "redis request failed");
+            error(format!("{what} failed: {e}"))
+        };
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(failed("broker shut down".to_owned()));
         }
-    }
-
-    async fn send(
-        &self,
-        addr: &NodeAddr,
-        channel: &str,
-        frame: &Bytes,
-    ) -> Result<(), PublishError> {
-        let mut conn = self
-            .shared
-            .pool
-            .get(addr)
+        let results = tokio::time::timeout(limit, self.exec.execute(requests))
             .await
-            .map_err(PublishError::Failed)?;
-        let result: redis::RedisResult<Value> = redis::cmd(self.routing.flavor().publish())
-            .arg(channel)
-            .arg(frame.as_ref())
-            .query_async(&mut conn)
-            .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                if e.kind() == ErrorKind::Server(ServerErrorKind::Moved)
-                    && let Some(to) = e.redirect_node().and_then(|(a, _)| NodeAddr::parse(a))
-                {
-                    return Err(PublishError::Moved(to));
-                }
-                if connection_broken(&e) {
-                    self.shared.pool.invalidate(addr);
-                    let _ = self.events.send(Event::Suspect { addr: addr.clone() });
-                }
-                Err(PublishError::Failed(format!("{addr}: {e}")))
-            }
-        }
+            .map_err(|_| failed(format!("no reply within {limit:?}")))?;
+        results
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)
     }
 
     pub(crate) fn status(&self) -> BrokerStatus {
