@@ -79,7 +79,7 @@ mod transport;
 pub use auth::{AuthEngine, AuthError, Claims};
 pub use broker::{
     Broker, BrokerError, BrokerSink, BrokerStatus, HistoryPage, HistoryQuery, MemoryBroker,
-    Publication, StreamPosition,
+    Publication, SinkEvent, StreamPosition,
 };
 pub use cluster::{NodeInfo, Users};
 pub use config::Config;

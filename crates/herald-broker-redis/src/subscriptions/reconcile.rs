@@ -82,6 +82,10 @@ impl Manager {
         let Some(chan) = self.channels.get_mut(ch) else {
             return;
         };
+        if resync && let Some(sink) = self.shared.sink.get() {
+            // Before anything can arrive on the new subscription.
+            sink.interrupted(&chan.herald);
+        }
         chan.resync |= resync;
         if chan.wanted && confirmed {
             chan.confirmed_once = true;

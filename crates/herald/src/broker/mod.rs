@@ -71,21 +71,34 @@ impl BrokerError {
 }
 
 type Deliver = Arc<dyn Fn(Arc<Publication>) + Send + Sync>;
-type Resync = Arc<dyn Fn(Option<&str>) + Send + Sync>;
+type Events = Arc<dyn Fn(SinkEvent<'_>) + Send + Sync>;
+
+/// What a broker tells the node about a channel's flow, besides
+/// publications. `None` stands for every channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkEvent<'a> {
+    /// The channel's flow was interrupted (its subscription is being
+    /// re-established): until the next [`SinkEvent::Resync`], the node
+    /// treats a change of epoch as a possible loss.
+    Interrupted(Option<&'a str>),
+    /// The channel flows again and publications may have been lost: repair
+    /// from the history.
+    Resync(Option<&'a str>),
+}
 
 /// Where a broker hands the publications it receives: the node's channel
 /// registry, which fans each one out to the local subscribers.
 #[derive(Clone)]
 pub struct BrokerSink {
     deliver: Deliver,
-    resync: Resync,
+    events: Events,
 }
 
 impl BrokerSink {
     /// A sink that calls `deliver` for each publication and ignores
-    /// resyncs.
+    /// everything else.
     pub fn new(deliver: impl Fn(Arc<Publication>) + Send + Sync + 'static) -> Self {
-        Self::with_resync(deliver, |_| {})
+        Self::with_events(deliver, |_| {})
     }
 
     /// A sink that also hears about possible losses: `resync(Some(channel))`
@@ -94,9 +107,21 @@ impl BrokerSink {
         deliver: impl Fn(Arc<Publication>) + Send + Sync + 'static,
         resync: impl Fn(Option<&str>) + Send + Sync + 'static,
     ) -> Self {
+        Self::with_events(deliver, move |e| {
+            if let SinkEvent::Resync(channel) = e {
+                resync(channel)
+            }
+        })
+    }
+
+    /// A sink that hears every [`SinkEvent`].
+    pub fn with_events(
+        deliver: impl Fn(Arc<Publication>) + Send + Sync + 'static,
+        events: impl Fn(SinkEvent<'_>) + Send + Sync + 'static,
+    ) -> Self {
         Self {
             deliver: Arc::new(deliver),
-            resync: Arc::new(resync),
+            events: Arc::new(events),
         }
     }
 
@@ -110,13 +135,29 @@ impl BrokerSink {
     /// dropped messages): call it once the channel flows again, and the node
     /// fills any gap from the channel's history.
     pub fn resync(&self, channel: &str) {
-        (self.resync)(Some(channel))
+        (self.events)(SinkEvent::Resync(Some(channel)))
     }
 
     /// [`BrokerSink::resync`] for every channel this node is subscribed to
     /// (the whole connection was lost and is back).
     pub fn resync_all(&self) {
-        (self.resync)(None)
+        (self.events)(SinkEvent::Resync(None))
+    }
+
+    /// `channel`'s flow is interrupted: call it when its subscription is
+    /// lost or re-sent, before the engine can deliver anything on the new
+    /// one (then [`BrokerSink::resync`] once it is confirmed). Without it, a
+    /// publication arriving first on the new subscription in a new epoch
+    /// (the engine lost its history while the connection was down) would
+    /// look like a history that expired with nothing lost.
+    pub fn interrupted(&self, channel: &str) {
+        (self.events)(SinkEvent::Interrupted(Some(channel)))
+    }
+
+    /// [`BrokerSink::interrupted`] for every channel (the connection is
+    /// lost).
+    pub fn interrupted_all(&self) {
+        (self.events)(SinkEvent::Interrupted(None))
     }
 }
 

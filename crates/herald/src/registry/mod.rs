@@ -28,7 +28,7 @@ use std::sync::{Arc, OnceLock};
 use herald_protocol::error::{ErrorPayload, names};
 use parking_lot::{Mutex, RwLock};
 
-use crate::broker::{Broker, BrokerError, BrokerSink, Publication, StreamPosition};
+use crate::broker::{Broker, BrokerError, BrokerSink, Publication, SinkEvent, StreamPosition};
 use crate::cluster::RESERVED_PREFIX;
 use crate::namespace::Namespaces;
 use crate::socket::{Notice, Outbound, SocketShared};
@@ -88,16 +88,19 @@ impl Registry {
             control: OnceLock::new(),
         });
         let deliver = Arc::downgrade(&registry);
-        let resync = Arc::downgrade(&registry);
-        registry.broker.start(BrokerSink::with_resync(
+        let events = Arc::downgrade(&registry);
+        registry.broker.start(BrokerSink::with_events(
             move |publication| {
                 if let Some(registry) = deliver.upgrade() {
                     registry.deliver(&publication);
                 }
             },
-            move |channel| {
-                if let Some(registry) = resync.upgrade() {
-                    registry.resync(channel);
+            move |event| {
+                if let Some(registry) = events.upgrade() {
+                    match event {
+                        SinkEvent::Interrupted(channel) => registry.interrupted(channel),
+                        SinkEvent::Resync(channel) => registry.resync(channel),
+                    }
                 }
             },
         ));
@@ -172,6 +175,28 @@ impl Registry {
         let shard = self.shard(channel).read();
         if let Some(entry) = shard.get(channel) {
             entry.cursor().lock().seed(position);
+        }
+    }
+
+    /// The broker's flow of `channel` (every channel when `None`) was
+    /// interrupted: a change of epoch is suspect until the next resync.
+    pub(crate) fn interrupted(&self, channel: Option<&str>) {
+        let visit = |entry: &Channel| {
+            if let Some(cursor) = entry.cursor.get() {
+                cursor.lock().interrupt();
+            }
+        };
+        match channel {
+            Some(channel) => {
+                if let Some(entry) = self.shard(channel).read().get(channel) {
+                    visit(entry);
+                }
+            }
+            None => {
+                for shard in self.shards.iter() {
+                    shard.read().values().for_each(visit);
+                }
+            }
         }
     }
 

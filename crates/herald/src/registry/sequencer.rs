@@ -185,6 +185,12 @@ impl Cursor {
         self.seeded = false;
     }
 
+    /// The broker's flow was interrupted: until the next repair, a new
+    /// epoch is a possible loss.
+    pub(crate) fn interrupt(&mut self) {
+        self.uncertain = true;
+    }
+
     /// The broker says messages may have been lost: read the history after
     /// the last delivered position (unless nothing was delivered yet).
     pub(crate) fn resync(&mut self) -> Option<RepairRequest> {
@@ -407,6 +413,11 @@ mod tests {
         assert!(c.offer(publication(1, "new")).0.is_empty(), "held");
         let (steps, _) = c.complete(r.id, fetched(false, &[], "new", 1));
         assert_eq!(delivered(&steps), ["!new0", "new1"]);
+        // After an interruption, too, before any resync.
+        let mut c = Cursor::default();
+        c.offer(publication(7, "old"));
+        c.interrupt();
+        assert!(c.offer(publication(1, "new")).1.is_some(), "a repair");
         // Another epoch mid-stream is a gap.
         let mut c = Cursor::default();
         c.offer(publication(7, "old"));
