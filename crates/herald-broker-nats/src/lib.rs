@@ -113,15 +113,22 @@
 #![warn(missing_docs)]
 
 mod broker;
+mod error;
+mod history;
 mod options;
+mod presence;
+mod scan;
+mod shared;
 pub mod subject;
+mod tasks;
 
 use std::sync::Arc;
 
 use herald::{Broker, BrokerError};
 
-pub use broker::{NatsBroker, NatsStats};
+pub use broker::NatsBroker;
 pub use options::{NatsOptions, WhenDown};
+pub use shared::NatsStats;
 
 /// Connects the broker named by a `--broker` URL:
 ///

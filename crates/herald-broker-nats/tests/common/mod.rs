@@ -237,3 +237,21 @@ impl Drop for NatsServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Deletes the JetStream state a test made under `broker`'s prefix: the
+/// history streams of `namespaces` and the presence bucket (the shared
+/// server keeps nothing of a test run). Best effort, bounded.
+pub async fn delete_jetstream_state(url: &str, broker: &NatsBroker, namespaces: &[String]) {
+    let Ok(client) = async_nats::connect(url).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    let mut streams: Vec<String> = namespaces
+        .iter()
+        .map(|ns| broker.history_stream(ns))
+        .collect();
+    streams.push(format!("KV_{}", broker.presence_bucket()));
+    for stream in streams {
+        let _ = tokio::time::timeout(STEP, js.delete_stream(&stream)).await;
+    }
+}
