@@ -318,3 +318,89 @@ async fn presence_of_a_vanished_node_expires() {
     })
     .await;
 }
+
+/// A short read walks back from the last message; when the chain breaks
+/// (here a message deleted by hand) it falls back to a scan and returns
+/// what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_reads_fall_back_to_a_scan_when_the_chain_breaks() {
+    within(Duration::from_secs(60), "the whole test", async {
+        let prefix = random_prefix();
+        let a = broker(
+            &shared_url(),
+            NatsOptions::default().with_prefix(prefix.clone()),
+        )
+        .await;
+        let _r = Recorder::start(&*a);
+        let p = HistoryPolicy {
+            namespace: Arc::from("walk"),
+            ..policy(100, Duration::from_secs(60))
+        };
+        for seq in 1..=10 {
+            a.publish_with_history("c", data(seq), &p)
+                .await
+                .expect("publish");
+        }
+        let since = |offset: u64, epoch: &str| HistoryQuery {
+            since: Some(StreamPosition::new(offset, epoch)),
+            limit: 100,
+        };
+        let offsets = |page: &herald::broker::HistoryPage| -> Vec<u64> {
+            page.publications
+                .iter()
+                .map(|p| p.position.as_ref().expect("position").offset)
+                .collect()
+        };
+        let top = a.history("c", &p, &latest(0)).await.expect("read").position;
+        let page = a
+            .history("c", &p, &since(6, &top.epoch))
+            .await
+            .expect("read");
+        assert_eq!(offsets(&page), [7, 8, 9, 10]);
+
+        // Delete offset 8 behind the broker's back.
+        let client = async_nats::connect(shared_url()).await.expect("raw client");
+        let js = async_nats::jetstream::new(client);
+        let stream = js
+            .get_stream(a.history_stream("walk"))
+            .await
+            .expect("stream");
+        let mut m = stream
+            .direct_get_last_for_subject(format!("{prefix}.h.walk.c"))
+            .await
+            .expect("last");
+        for _ in 0..2 {
+            let previous: u64 = m
+                .headers
+                .get("Herald-Previous")
+                .expect("previous")
+                .as_str()
+                .parse()
+                .expect("a sequence");
+            m = stream.direct_get(previous).await.expect("previous message");
+        }
+        assert_eq!(
+            m.headers.get("Herald-Offset").map(|v| v.as_str()),
+            Some("8")
+        );
+        stream.delete_message(m.sequence).await.expect("delete");
+
+        let page = a
+            .history("c", &p, &since(6, &top.epoch))
+            .await
+            .expect("read");
+        assert_eq!(offsets(&page), [7, 9, 10], "what is stored, by a scan");
+        let page = a
+            .history("c", &p, &since(8, &top.epoch))
+            .await
+            .expect("read");
+        assert_eq!(
+            offsets(&page),
+            [9, 10],
+            "a walk that does not reach the hole"
+        );
+        common::delete_jetstream_state(&shared_url(), &a, &["walk".to_owned()]).await;
+        a.shutdown().await;
+    })
+    .await;
+}

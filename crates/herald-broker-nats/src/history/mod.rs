@@ -20,10 +20,8 @@
 //!   writes an epoch marker (offset 0), with the same race resolution, so
 //!   every node sees one stable epoch before the first publication. See
 //!   [`record`] for the message format and for the lost-write check.
-//! * **Reads** take the subject's last message for the position, then,
-//!   when publications are wanted, scan the subject ([`crate::scan`]) and
-//!   keep those of the position's epoch in the wanted offset range (at most
-//!   the policy's `size` latest).
+//! * **Reads** take the subject's last message for the position, then
+//!   fetch the wanted publications (see [`read`]).
 //!
 //! **One difference from the other brokers**: JetStream's `max_age` ages
 //! each message on its own, so the history of an active channel holds at
@@ -32,15 +30,16 @@
 //! whole history `ttl` after the last one). The epoch survives as long as
 //! one message does.
 
+mod read;
 pub(crate) mod record;
 pub(crate) mod slots;
 pub(crate) mod streams;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer, stream::DirectGetErrorKind};
+use async_nats::jetstream::message::StreamMessage;
+use async_nats::jetstream::{self, stream::DirectGetErrorKind};
 use bytes::Bytes;
 use herald::Publication;
 use herald::broker::history::new_epoch;
@@ -48,7 +47,6 @@ use herald::broker::{HistoryPage, HistoryPolicy, HistoryQuery, StreamPosition};
 use serde_json::value::RawValue;
 
 use crate::error::{StoreError, publish_error};
-use crate::scan::{Flow, scan};
 use crate::shared::Shared;
 use record::{Last, Resolved};
 use slots::Slots;
@@ -81,43 +79,6 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
     ceiling.mul_f64(rand::random_range(0.0..1.0))
 }
 
-/// The offsets a read returns: those in `(after, upto]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Range {
-    after: u64,
-    upto: u64,
-}
-
-/// Which offsets `query` wants from a stream at `position` that keeps
-/// `size` publications, or `None` for none.
-pub(crate) fn wanted(
-    query: &HistoryQuery,
-    position: &StreamPosition,
-    size: usize,
-) -> Option<Range> {
-    let top = position.offset;
-    let limit = query.limit as u64;
-    if limit == 0 || top == 0 {
-        return None;
-    }
-    let kept_after = top.saturating_sub(size.max(1) as u64);
-    let range = match &query.since {
-        Some(since) if since.epoch != position.epoch => return None,
-        Some(since) => {
-            let after = since.offset.max(kept_after);
-            Range {
-                after,
-                upto: top.min(after.saturating_add(limit)),
-            }
-        }
-        None => Range {
-            after: kept_after.max(top.saturating_sub(limit)),
-            upto: top,
-        },
-    };
-    (range.after < range.upto).then_some(range)
-}
-
 impl History {
     /// Appends and publishes (see [`herald::Broker::publish_with_history`]).
     pub(crate) async fn publish(
@@ -144,7 +105,7 @@ impl History {
                 .ensure(shared, policy, shared.connection())
                 .await?;
             let last = match self.last(shared, &stream, &subject, policy).await {
-                Ok(last) => last,
+                Ok(last) => Last::of(last.as_ref()),
                 Err(StoreError::NoStream(_)) => continue,
                 Err(e) => return Err(e),
             };
@@ -192,13 +153,13 @@ impl History {
                 .streams
                 .ensure(shared, policy, shared.connection())
                 .await?;
-            let last = match self.last(shared, &stream, &subject, policy).await {
-                Ok(last) => last,
+            let top = match self.last(shared, &stream, &subject, policy).await {
+                Ok(top) => top,
                 Err(StoreError::NoStream(_)) => continue,
                 Err(e) => return Err(e),
             };
             let wrote = self.slots.peek(channel).and_then(|s| s.wrote());
-            let position = match record::resolve(&last, wrote.as_ref()) {
+            let position = match record::resolve(&Last::of(top.as_ref()), wrote.as_ref()) {
                 Resolved::Current { position, .. } => position,
                 Resolved::Fresh { expected } => {
                     let epoch = new_epoch();
@@ -214,11 +175,16 @@ impl History {
                     }
                 }
             };
-            let publications = match wanted(query, &position, policy.size) {
+            let publications = match read::wanted(query, &position, policy.size) {
                 None => Vec::new(),
                 Some(range) => {
-                    self.publications(shared, &stream, subject, channel, &position, range)
-                        .await?
+                    let at = read::At {
+                        stream: &stream,
+                        subject,
+                        channel,
+                        position: &position,
+                    };
+                    read::publications(shared, &at, range, top).await?
                 }
             };
             return Ok(HistoryPage {
@@ -261,19 +227,19 @@ impl History {
         Ok(())
     }
 
-    /// The subject's last message.
+    /// The subject's last message, if any.
     async fn last(
         &self,
         shared: &Shared,
         stream: &jetstream::stream::Stream<()>,
         subject: &str,
         policy: &HistoryPolicy,
-    ) -> Result<Last, StoreError> {
+    ) -> Result<Option<StreamMessage>, StoreError> {
         let timeout = shared.options.request_timeout;
         let got = tokio::time::timeout(timeout, stream.direct_get_last_for_subject(subject)).await;
         match got {
-            Ok(Ok(message)) => Ok(Last::of(&message.headers, message.sequence)),
-            Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(Last::Empty),
+            Ok(Ok(message)) => Ok(Some(message)),
+            Ok(Err(e)) if e.kind() == DirectGetErrorKind::NotFound => Ok(None),
             Ok(Err(e)) if e.kind() != DirectGetErrorKind::TimedOut => {
                 Err(StoreError::failed("reading the channel's position", e))
             }
@@ -322,102 +288,10 @@ impl History {
             }),
         }
     }
-
-    /// The publications of `range` in `position`'s epoch, oldest first.
-    async fn publications(
-        &self,
-        shared: &Shared,
-        stream: &jetstream::stream::Stream<()>,
-        subject: String,
-        channel: &str,
-        position: &StreamPosition,
-        range: Range,
-    ) -> Result<Vec<Arc<Publication>>, StoreError> {
-        let mut out = Vec::new();
-        let timeout = shared.options.request_timeout;
-        let scanned = scan(
-            stream,
-            subject,
-            consumer::DeliverPolicy::All,
-            timeout,
-            |m| {
-                let Some(at) = m.headers.as_ref().and_then(record::position_of) else {
-                    return Flow::Continue;
-                };
-                if at.epoch != position.epoch || at.offset <= range.after || at.offset > range.upto
-                {
-                    return Flow::Continue;
-                }
-                match Publication::decode(&m.payload) {
-                    Ok(p) if &*p.channel == channel && p.position.as_ref() == Some(&at) => {
-                        out.push(Arc::new(p));
-                    }
-                    _ => {
-                        tracing::debug!(
-                            channel,
-                            offset = at.offset,
-                            "skipped a corrupt history message"
-                        );
-                    }
-                }
-                if at.offset == range.upto {
-                    Flow::Stop
-                } else {
-                    Flow::Continue
-                }
-            },
-        )
-        .await;
-        match scanned {
-            Ok(()) => Ok(out),
-            Err(StoreError::NoStream(_)) => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn q(since: Option<(u64, &str)>, limit: usize) -> HistoryQuery {
-        HistoryQuery {
-            since: since.map(|(o, e)| StreamPosition::new(o, e)),
-            limit,
-        }
-    }
-
-    fn r(after: u64, upto: u64) -> Option<Range> {
-        Some(Range { after, upto })
-    }
-
-    #[test]
-    fn reads_want_the_right_offsets() {
-        let top = StreamPosition::new(8, "e");
-        // Latest, capped by size 5: offsets 4..=8.
-        assert_eq!(wanted(&q(None, 100), &top, 5), r(3, 8));
-        assert_eq!(wanted(&q(None, 2), &top, 5), r(6, 8));
-        // Since: after the given offset, at most `limit`, within the size.
-        assert_eq!(wanted(&q(Some((5, "e")), 100), &top, 5), r(5, 8));
-        assert_eq!(wanted(&q(Some((4, "e")), 2), &top, 5), r(4, 6));
-        assert_eq!(wanted(&q(Some((2, "e")), 100), &top, 5), r(3, 8));
-        // Nothing to read.
-        assert_eq!(wanted(&q(Some((8, "e")), 100), &top, 5), None);
-        assert_eq!(wanted(&q(Some((9, "e")), 100), &top, 5), None);
-        assert_eq!(wanted(&q(Some((4, "x")), 100), &top, 5), None);
-        assert_eq!(wanted(&q(None, 0), &top, 5), None);
-        assert_eq!(wanted(&q(None, 10), &StreamPosition::new(0, "e"), 5), None);
-        // Huge numbers do not overflow.
-        let far = StreamPosition::new(u64::MAX, "e");
-        assert_eq!(
-            wanted(&q(Some((u64::MAX - 3, "e")), usize::MAX), &far, usize::MAX),
-            r(u64::MAX - 3, u64::MAX)
-        );
-    }
-}
-
-#[cfg(test)]
-mod backoff_tests {
     use super::*;
 
     #[test]

@@ -22,6 +22,7 @@
 //! The channel then starts a new epoch.
 
 use async_nats::HeaderMap;
+use async_nats::jetstream::message::StreamMessage;
 use herald::broker::StreamPosition;
 use herald::broker::history::new_epoch;
 
@@ -33,6 +34,10 @@ pub(crate) const OFFSET: &str = "Herald-Offset";
 pub(crate) const KIND: &str = "Herald-Kind";
 /// The value of [`KIND`] on an epoch marker.
 pub(crate) const MARKER: &str = "epoch";
+/// The header holding the stream sequence of the subject's previous
+/// message (the one the write expected): the subject's messages form a
+/// list backwards, which short reads follow.
+pub(crate) const PREVIOUS: &str = "Herald-Previous";
 /// JetStream's optimistic-concurrency header.
 const EXPECTED: &str = "Nats-Expected-Last-Subject-Sequence";
 
@@ -48,6 +53,7 @@ pub(crate) fn is_marker(headers: Option<&HeaderMap>) -> bool {
 pub(crate) fn publication_headers(position: &StreamPosition, expected: u64) -> HeaderMap {
     let mut headers = HeaderMap::new();
     headers.insert(EXPECTED, expected.to_string().as_str());
+    headers.insert(PREVIOUS, expected.to_string().as_str());
     headers.insert(EPOCH, &*position.epoch);
     headers.insert(OFFSET, position.offset.to_string().as_str());
     headers
@@ -81,10 +87,24 @@ pub(crate) enum Last {
 }
 
 impl Last {
+    /// What a subject's last message (if any) says.
+    pub(crate) fn of(message: Option<&StreamMessage>) -> Last {
+        match message {
+            None => Last::Empty,
+            Some(m) => Last::at(&m.headers, m.sequence),
+        }
+    }
+
     /// Reads a stored message's headers.
-    pub(crate) fn of(headers: &HeaderMap, seq: u64) -> Last {
+    pub(crate) fn at(headers: &HeaderMap, seq: u64) -> Last {
         position_of(headers).map_or(Last::Foreign { seq }, |position| Last::At { position, seq })
     }
+}
+
+/// The stream sequence of the message before this one on its subject (a
+/// publication's [`PREVIOUS`] header; 0 for the first).
+pub(crate) fn previous_of(headers: &HeaderMap) -> Option<u64> {
+    headers.get(PREVIOUS)?.as_str().parse().ok()
 }
 
 /// The position a stored message's headers name, if valid.
@@ -165,7 +185,9 @@ mod tests {
     fn headers_round_trip_and_markers_are_told_apart() {
         let p = StreamPosition::new(7, "Ep0_-x");
         let h = publication_headers(&p, 41);
-        assert_eq!(Last::of(&h, 42), at(7, "Ep0_-x", 42));
+        assert_eq!(Last::at(&h, 42), at(7, "Ep0_-x", 42));
+        assert_eq!(previous_of(&h), Some(41));
+        assert_eq!(Last::of(None), Last::Empty);
         assert!(!is_marker(Some(&h)));
         assert_eq!(
             h.get("Nats-Expected-Last-Subject-Sequence")
@@ -174,21 +196,21 @@ mod tests {
         );
         let m = marker_headers("E", 0);
         assert!(is_marker(Some(&m)));
-        assert_eq!(Last::of(&m, 3), at(0, "E", 3));
+        assert_eq!(Last::at(&m, 3), at(0, "E", 3));
         assert!(!is_marker(None));
     }
 
     #[test]
     fn foreign_messages_have_no_position() {
         let mut h = HeaderMap::new();
-        assert_eq!(Last::of(&h, 5), Last::Foreign { seq: 5 });
+        assert_eq!(Last::at(&h, 5), Last::Foreign { seq: 5 });
         h.insert(EPOCH, "e");
         h.insert(OFFSET, "-1");
-        assert_eq!(Last::of(&h, 5), Last::Foreign { seq: 5 });
+        assert_eq!(Last::at(&h, 5), Last::Foreign { seq: 5 });
         let mut h = HeaderMap::new();
         h.insert(EPOCH, "a|b");
         h.insert(OFFSET, "1");
-        assert_eq!(Last::of(&h, 5), Last::Foreign { seq: 5 }, "not an epoch");
+        assert_eq!(Last::at(&h, 5), Last::Foreign { seq: 5 }, "not an epoch");
     }
 
     #[test]
