@@ -160,7 +160,7 @@ impl NatsBroker {
     }
 
     /// The JetStream stream that keeps the history of `namespace`'s
-    /// channels (one per namespace and prefix, see [`crate::history`]).
+    /// channels (one per namespace and prefix, see the [crate documentation](crate)).
     pub fn history_stream(&self, namespace: &str) -> String {
         self.shared.subjects.stream_name(namespace)
     }

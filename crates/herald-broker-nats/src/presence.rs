@@ -202,6 +202,9 @@ impl Presence {
         records: &[PresenceRecord],
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
         if !shared.is_up() {
             return Err(StoreError::Unreachable);
         }
@@ -230,6 +233,9 @@ impl Presence {
         channel: &str,
         clients: &[std::sync::Arc<str>],
     ) -> Result<(), StoreError> {
+        if clients.is_empty() {
+            return Ok(());
+        }
         if !shared.is_up() {
             return Err(StoreError::Unreachable);
         }

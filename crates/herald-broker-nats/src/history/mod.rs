@@ -53,7 +53,7 @@ use slots::Slots;
 use streams::Streams;
 
 /// Channels whose last write a node remembers (beyond that, idle ones are
-/// forgotten and cost a read the next time).
+/// forgotten, and the lost-write check has nothing to compare with there).
 const REMEMBERED_CHANNELS: usize = 10_000;
 
 /// The history side of a [`crate::NatsBroker`].
