@@ -1,334 +1,32 @@
-//! [`NatsBroker`]: the [`Broker`] implementation and its background tasks.
-//!
-//! Tasks, all stopped by one cancellation token (on
-//! [`shutdown`](Broker::shutdown) or when the broker is dropped):
-//!
-//! * one **forwarder per channel subscription**: reads the NATS subscription
-//!   in order, rebuilds each [`Publication`] from its frame and hands it to
-//!   the node's [`BrokerSink`] (so each channel keeps its order);
-//! * the **round-trip reader**: the broker's private `<prefix>._sync.<id>`
-//!   subscription, on which it echoes tokens to itself. A token coming back
-//!   proves the server processed everything this connection sent before it
-//!   (NATS handles one connection's protocol in order) — the "flush" that
-//!   `async_nats::Client::flush` is not (that one only empties the socket
-//!   buffer);
-//! * the **monitor**: turns the client's connection events into
-//!   [`BrokerStatus`], logs and metrics, and after a reconnect reports `Up`
-//!   only once a round trip proves the resubscriptions are in place;
-//! * the **confirmer**: at most every `confirm_interval` while publications
-//!   flow, a round trip that marks everything sent so far as received by the
-//!   server. At a disconnect, whatever was sent but not confirmed is counted
-//!   as possibly lost.
+//! [`NatsBroker`]: the [`Broker`] implementation. Channel subscriptions
+//! and plain publications go over core NATS here; history and presence are
+//! delegated to [`crate::history`] and [`crate::presence`] (JetStream), the
+//! background tasks live in [`crate::tasks`] and the state they share with
+//! the broker in [`crate::shared`].
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::Duration;
 
-use async_nats::connection::State;
-use async_nats::{Client, ConnectOptions, Event, Subscriber};
+use async_nats::{ConnectOptions, jetstream};
 use async_trait::async_trait;
-use bytes::Bytes;
-use futures_util::StreamExt;
+use herald::broker::{
+    ClientInfo, HistoryPage, HistoryPolicy, HistoryQuery, PresenceRecord, StreamPosition,
+};
 use herald::{Broker, BrokerError, BrokerSink, BrokerStatus, Publication};
 use parking_lot::Mutex;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use serde_json::value::RawValue;
+use tokio::sync::{Notify, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::options::{NatsOptions, WhenDown, redact};
+use crate::error::{NAME, error};
+use crate::history::History;
+use crate::options::{NatsOptions, redact};
+use crate::presence::Presence;
+use crate::shared::{Counters, NatsStats, Shared, add, count_publish_error, set_up_gauge};
 use crate::subject::SubjectMap;
-
-const NAME: &str = "nats";
-
-fn error(message: impl Into<String>) -> BrokerError {
-    BrokerError {
-        broker: NAME,
-        message: message.into(),
-    }
-}
-
-/// Counts of what the broker did, since it connected. Each one is also
-/// exported through the `metrics` crate (see the crate documentation).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct NatsStats {
-    /// Publications handed to NATS.
-    pub published: u64,
-    /// Publications received from NATS and handed to the node's sink.
-    pub received: u64,
-    /// Times the connection came back (status `Down` → `Up`).
-    pub reconnects: u64,
-    /// Publications made while NATS was unreachable: delivered to this
-    /// node only ([`WhenDown::DeliverLocally`]) or nowhere
-    /// ([`WhenDown::Fail`]), never to the other nodes.
-    pub dropped_while_down: u64,
-    /// Publications handed to NATS on a connection that then broke before a
-    /// round trip confirmed them: possibly lost (an upper bound).
-    pub lost_in_flight: u64,
-    /// Publishes that failed while connected (timeout, payload too large,
-    /// client closed).
-    pub publish_failed: u64,
-    /// Received messages dropped because they were not a publication frame
-    /// for the subscribed channel.
-    pub receive_dropped: u64,
-    /// Slow-consumer reports from the NATS client (a subscription's buffer
-    /// was full and a message was dropped).
-    pub slow_consumer: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    published: AtomicU64,
-    received: AtomicU64,
-    reconnects: AtomicU64,
-    dropped_while_down: AtomicU64,
-    lost_in_flight: AtomicU64,
-    publish_failed: AtomicU64,
-    receive_dropped: AtomicU64,
-    slow_consumer: AtomicU64,
-}
-
-fn add(counter: &AtomicU64, n: u64) {
-    counter.fetch_add(n, Ordering::Relaxed);
-}
-
-fn count_publish_error(reason: &'static str, n: u64) {
-    metrics::counter!("herald_broker_publish_errors_total", "broker" => NAME, "reason" => reason)
-        .increment(n);
-}
-
-fn count_receive_error(reason: &'static str) {
-    metrics::counter!("herald_broker_receive_errors_total", "broker" => NAME, "reason" => reason)
-        .increment(1);
-}
-
-fn set_up_gauge(up: bool) {
-    metrics::gauge!("herald_broker_up", "broker" => NAME).set(if up { 1.0 } else { 0.0 });
-}
-
-/// Why a round trip did not complete.
-#[derive(Debug)]
-enum RoundTripError {
-    /// The token could not be sent.
-    Send(String),
-    /// The reader stopped (the broker is shutting down).
-    Closed,
-}
-
-/// State shared by the broker handle and its tasks.
-struct Shared {
-    client: Client,
-    /// The client's counters (its `connects` tells connections apart).
-    client_stats: Arc<async_nats::Statistics>,
-    options: NatsOptions,
-    subjects: SubjectMap,
-    sink: OnceLock<BrokerSink>,
-    status: watch::Sender<BrokerStatus>,
-    /// When the current outage began.
-    down_since: Mutex<Option<Instant>>,
-    /// The broker's own echo subject, and the round trips waiting on it.
-    sync_subject: String,
-    next_token: AtomicU64,
-    pending: Mutex<HashMap<u64, oneshot::Sender<()>>>,
-    /// Wakes the confirmer after a publish.
-    confirm: Notify,
-    /// How many of the `published` publications are known to have reached
-    /// the server.
-    confirmed: AtomicU64,
-    counters: Counters,
-    cancel: CancellationToken,
-}
-
-impl Shared {
-    /// Whether publications can go to NATS now: the monitor reported `Up`
-    /// and the client has not noticed a broken connection since.
-    fn is_up(&self) -> bool {
-        *self.status.borrow() == BrokerStatus::Up
-            && self.client.connection_state() == State::Connected
-    }
-
-    /// Sends a token to the broker's own echo subject and waits for it to
-    /// come back: everything this connection sent before it has then been
-    /// processed by the server. Unbounded: callers add their timeout.
-    ///
-    /// Also confirms the publications handed to the client before it, when
-    /// the echo came back on the same connection: the client sends its
-    /// commands in order, so they went out ahead of the token.
-    async fn round_trip(&self) -> Result<(), RoundTripError> {
-        struct Pending<'a>(&'a Shared, u64);
-        impl Drop for Pending<'_> {
-            fn drop(&mut self) {
-                self.0.pending.lock().remove(&self.1);
-            }
-        }
-
-        let connection = self.client_stats.connects.load(Ordering::Relaxed);
-        let published = self.counters.published.load(Ordering::Relaxed);
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(token, tx);
-        let _pending = Pending(self, token);
-        self.client
-            .publish(self.sync_subject.clone(), Bytes::from(token.to_string()))
-            .await
-            .map_err(|e| RoundTripError::Send(e.to_string()))?;
-        rx.await.map_err(|_| RoundTripError::Closed)?;
-        if self.client_stats.connects.load(Ordering::Relaxed) == connection {
-            self.confirmed.fetch_max(published, Ordering::Relaxed);
-        }
-        Ok(())
-    }
-
-    /// [`Shared::round_trip`] bounded by the subscribe timeout.
-    async fn confirmed_round_trip(&self) -> Result<(), String> {
-        match tokio::time::timeout(self.options.subscribe_timeout, self.round_trip()).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(RoundTripError::Send(e))) => Err(format!("round trip failed: {e}")),
-            Ok(Err(RoundTripError::Closed)) => Err("broker closed".to_owned()),
-            Err(_) => Err(format!(
-                "no round trip with the server within {:?}",
-                self.options.subscribe_timeout
-            )),
-        }
-    }
-
-    /// A message arrived on `channel`'s subscription.
-    fn receive(&self, sink: &BrokerSink, channel: &str, payload: Bytes) {
-        match Publication::decode(&payload) {
-            Ok(publication) if &*publication.channel == channel => {
-                add(&self.counters.received, 1);
-                sink.deliver(Arc::new(publication));
-            }
-            Ok(publication) => {
-                add(&self.counters.receive_dropped, 1);
-                count_receive_error("wrong_channel");
-                tracing::debug!(
-                    channel,
-                    carried = &*publication.channel,
-                    "dropped a NATS message carrying another channel's publication"
-                );
-            }
-            Err(_) => {
-                add(&self.counters.receive_dropped, 1);
-                count_receive_error("unparsable");
-                tracing::debug!(channel, "dropped a NATS message that is not a publication");
-            }
-        }
-    }
-
-    /// The connection broke: report `Down` and count what was published
-    /// without confirmation (some of it may still be in the client's queue
-    /// and go out after the reconnect: an upper bound).
-    fn went_down(&self, why: &str) {
-        let published = self.counters.published.load(Ordering::Relaxed);
-        let confirmed = self.confirmed.fetch_max(published, Ordering::Relaxed);
-        let unconfirmed = published.saturating_sub(confirmed);
-        if unconfirmed > 0 {
-            add(&self.counters.lost_in_flight, unconfirmed);
-            count_publish_error("in_flight", unconfirmed);
-        }
-        let changed = self.status.send_if_modified(|status| {
-            std::mem::replace(status, BrokerStatus::Down) == BrokerStatus::Up
-        });
-        if changed {
-            set_up_gauge(false);
-            *self.down_since.lock() = Some(Instant::now());
-            if !self.cancel.is_cancelled() {
-                tracing::warn!(
-                    broker = NAME,
-                    reason = why,
-                    possibly_lost = unconfirmed,
-                    "NATS broker down: serving this node's channels only, reconnecting"
-                );
-            }
-        }
-    }
-
-    /// The connection is back and its subscriptions are live again.
-    fn went_up(&self) {
-        // Count before the new status is visible to anyone waiting on it.
-        let changed = self.status.send_if_modified(|status| {
-            if *status == BrokerStatus::Down {
-                add(&self.counters.reconnects, 1);
-                *status = BrokerStatus::Up;
-                true
-            } else {
-                false
-            }
-        });
-        if changed {
-            set_up_gauge(true);
-            metrics::counter!("herald_broker_reconnects_total", "broker" => NAME).increment(1);
-            let down_for = self.down_since.lock().take().map(|t| t.elapsed());
-            tracing::info!(
-                broker = NAME,
-                down_for = ?down_for,
-                "NATS broker up again: subscriptions restored"
-            );
-        }
-    }
-
-    /// A publication that cannot go to NATS now.
-    fn publish_while_down(&self, publication: Arc<Publication>) -> Result<(), BrokerError> {
-        add(&self.counters.dropped_while_down, 1);
-        count_publish_error("down", 1);
-        match self.options.when_down {
-            WhenDown::DeliverLocally => {
-                let sink = self
-                    .sink
-                    .get()
-                    .ok_or_else(|| error("broker used before start"))?;
-                tracing::debug!(
-                    channel = &*publication.channel,
-                    "NATS is down: publication delivered on this node only"
-                );
-                sink.deliver(publication);
-                Ok(())
-            }
-            WhenDown::Fail => Err(error(format!(
-                "NATS is unreachable: publication on {} dropped",
-                publication.channel
-            ))),
-        }
-    }
-
-    fn stats(&self) -> NatsStats {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        NatsStats {
-            published: get(&c.published),
-            received: get(&c.received),
-            reconnects: get(&c.reconnects),
-            dropped_while_down: get(&c.dropped_while_down),
-            lost_in_flight: get(&c.lost_in_flight),
-            publish_failed: get(&c.publish_failed),
-            receive_dropped: get(&c.receive_dropped),
-            slow_consumer: get(&c.slow_consumer),
-        }
-    }
-}
-
-/// One channel's subscription: its forwarder task and how to stop it.
-struct ChannelTask {
-    stop: CancellationToken,
-    task: JoinHandle<()>,
-}
-
-impl ChannelTask {
-    /// Stops forwarding (no delivery happens after this returns) and
-    /// unsubscribes.
-    async fn stop(self) {
-        self.stop.cancel();
-        if let Err(e) = self.task.await
-            && e.is_panic()
-        {
-            tracing::error!(broker = NAME, "a NATS channel forwarder panicked");
-        }
-    }
-}
+use crate::tasks::{ChannelTask, confirm_writes, forward, monitor, read_round_trips};
 
 /// A [`Broker`] over core NATS: one subject per channel, one NATS
 /// subscription per channel this node has local subscribers for.
@@ -338,6 +36,8 @@ impl ChannelTask {
 pub struct NatsBroker {
     shared: Arc<Shared>,
     channels: Mutex<HashMap<Arc<str>, ChannelTask>>,
+    history: History,
+    presence: Presence,
 }
 
 impl std::fmt::Debug for NatsBroker {
@@ -394,9 +94,14 @@ impl NatsBroker {
             .await
             .map_err(|e| error(format!("cannot subscribe to {sync_subject}: {e}")))?;
         let (status, _) = watch::channel(BrokerStatus::Up);
+        let js = jetstream::ContextBuilder::new()
+            .timeout(options.request_timeout)
+            .build(client.clone());
+        let bucket = subjects.presence_bucket();
         let shared = Arc::new(Shared {
             client_stats: client.statistics(),
             client,
+            js,
             options,
             subjects,
             sink: OnceLock::new(),
@@ -428,6 +133,8 @@ impl NatsBroker {
         Ok(NatsBroker {
             shared,
             channels: Mutex::new(HashMap::new()),
+            history: History::default(),
+            presence: Presence::new(bucket),
         })
     }
 
@@ -450,6 +157,17 @@ impl NatsBroker {
     /// Number of channels this node is subscribed to on NATS.
     pub fn channel_count(&self) -> usize {
         self.channels.lock().len()
+    }
+
+    /// The JetStream stream that keeps the history of `namespace`'s
+    /// channels (one per namespace and prefix, see the [crate documentation](crate)).
+    pub fn history_stream(&self, namespace: &str) -> String {
+        self.shared.subjects.stream_name(namespace)
+    }
+
+    /// The JetStream KV bucket that keeps presence (one per prefix).
+    pub fn presence_bucket(&self) -> &str {
+        self.presence.bucket()
     }
 
     /// Whether this node is subscribed to `channel` on NATS.
@@ -575,6 +293,71 @@ impl Broker for NatsBroker {
         }
     }
 
+    async fn publish_with_history(
+        &self,
+        channel: &str,
+        data: Option<Box<RawValue>>,
+        policy: &HistoryPolicy,
+    ) -> Result<StreamPosition, BrokerError> {
+        self.history
+            .publish(&self.shared, channel, data, policy)
+            .await
+            .map_err(|e| e.on("publishing with history", channel))
+    }
+
+    async fn history(
+        &self,
+        channel: &str,
+        policy: &HistoryPolicy,
+        query: &HistoryQuery,
+    ) -> Result<HistoryPage, BrokerError> {
+        self.history
+            .read(&self.shared, channel, policy, query)
+            .await
+            .map_err(|e| e.on("reading history", channel))
+    }
+
+    async fn remove_history(
+        &self,
+        channel: &str,
+        policy: &HistoryPolicy,
+    ) -> Result<(), BrokerError> {
+        self.history
+            .remove(&self.shared, channel, policy)
+            .await
+            .map_err(|e| e.on("removing history", channel))
+    }
+
+    async fn presence_add(
+        &self,
+        records: &[PresenceRecord],
+        ttl: Duration,
+    ) -> Result<(), BrokerError> {
+        let channel = records.first().map_or("", |r| &*r.channel);
+        self.presence
+            .add(&self.shared, records, ttl)
+            .await
+            .map_err(|e| e.on("recording presence", channel))
+    }
+
+    async fn presence_remove(
+        &self,
+        channel: &str,
+        clients: &[Arc<str>],
+    ) -> Result<(), BrokerError> {
+        self.presence
+            .remove(&self.shared, channel, clients)
+            .await
+            .map_err(|e| e.on("removing presence", channel))
+    }
+
+    async fn presence(&self, channel: &str) -> Result<BTreeMap<String, ClientInfo>, BrokerError> {
+        self.presence
+            .list(&self.shared, channel)
+            .await
+            .map_err(|e| e.on("reading presence", channel))
+    }
+
     fn status(&self) -> BrokerStatus {
         if self.shared.is_up() {
             BrokerStatus::Up
@@ -601,142 +384,5 @@ impl Broker for NatsBroker {
             set_up_gauge(false);
         }
         tracing::info!(broker = NAME, "NATS broker closed");
-    }
-}
-
-/// Forwards one channel's messages to the sink, in order, until stopped.
-async fn forward(
-    shared: Arc<Shared>,
-    sink: BrokerSink,
-    channel: Arc<str>,
-    mut subscriber: Subscriber,
-    stop: CancellationToken,
-) {
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            message = subscriber.next() => match message {
-                Some(message) => shared.receive(&sink, &channel, message.payload),
-                None => break,
-            },
-        }
-    }
-    // Dropping the subscriber unsubscribes too, but only as best effort;
-    // wait (bounded) for the UNSUB to be queued.
-    let _ = tokio::time::timeout(shared.options.subscribe_timeout, subscriber.unsubscribe()).await;
-}
-
-/// Completes round trips: reads the broker's echo subject.
-async fn read_round_trips(shared: Arc<Shared>, mut sync: Subscriber) {
-    loop {
-        let message = tokio::select! {
-            _ = shared.cancel.cancelled() => break,
-            message = sync.next() => match message {
-                Some(message) => message,
-                None => break,
-            },
-        };
-        let token = std::str::from_utf8(&message.payload)
-            .ok()
-            .and_then(|s| s.parse::<u64>().ok());
-        if let Some(token) = token
-            && let Some(waiter) = shared.pending.lock().remove(&token)
-        {
-            let _ = waiter.send(());
-        }
-    }
-    // Fail every waiting round trip.
-    shared.pending.lock().clear();
-}
-
-type Confirmation = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Turns connection events into status, logs and metrics.
-async fn monitor(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<Event>) {
-    // After a reconnect: the round trip that proves the resubscriptions
-    // (queued by the client ahead of anything else) are in place.
-    let mut confirming: Option<Confirmation> = None;
-    loop {
-        tokio::select! {
-            _ = shared.cancel.cancelled() => break,
-            () = async { confirming.as_mut().expect("guarded").await }, if confirming.is_some() => {
-                confirming = None;
-                shared.went_up();
-            }
-            event = events.recv() => {
-                let Some(event) = event else { break };
-                match event {
-                    Event::Disconnected => {
-                        confirming = None;
-                        shared.went_down("disconnected");
-                    }
-                    Event::Closed => {
-                        confirming = None;
-                        shared.went_down("connection closed");
-                    }
-                    Event::Connected => {
-                        if *shared.status.borrow() == BrokerStatus::Down {
-                            let shared = shared.clone();
-                            confirming = Some(Box::pin(async move {
-                                while let Err(e) = shared.confirmed_round_trip().await {
-                                    tracing::debug!(
-                                        broker = NAME,
-                                        error = %e,
-                                        "reconnected, resubscriptions not confirmed yet"
-                                    );
-                                    tokio::time::sleep(shared.options.reconnect_min_delay).await;
-                                }
-                            }));
-                        }
-                    }
-                    Event::SlowConsumer(sid) => {
-                        add(&shared.counters.slow_consumer, 1);
-                        count_receive_error("slow_consumer");
-                        tracing::warn!(broker = NAME, sid, "NATS slow consumer: a message was dropped");
-                    }
-                    Event::LameDuckMode => {
-                        tracing::info!(broker = NAME, "NATS server entering lame duck mode");
-                    }
-                    Event::ServerError(e) => {
-                        tracing::warn!(broker = NAME, error = %e, "NATS server error");
-                    }
-                    Event::ClientError(e) => {
-                        // Failed reconnect attempts land here, once each.
-                        tracing::debug!(broker = NAME, error = %e, "NATS client error");
-                    }
-                    Event::Draining => {}
-                }
-            }
-        }
-    }
-}
-
-/// Confirms, at most every `confirm_interval` while publications flow, that
-/// what was published reached the server.
-async fn confirm_writes(shared: Arc<Shared>) {
-    let mut status = shared.status.subscribe();
-    loop {
-        tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            _ = shared.confirm.notified() => {}
-        }
-        tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            up = async { status.wait_for(|s| *s == BrokerStatus::Up).await.map(|_| ()) } => {
-                if up.is_err() {
-                    return;
-                }
-            }
-        }
-        let published = shared.counters.published.load(Ordering::Relaxed);
-        if published > shared.confirmed.load(Ordering::Relaxed) {
-            // Confirms on success (see `round_trip`).
-            let _ = shared.confirmed_round_trip().await;
-        }
-        tokio::select! {
-            _ = shared.cancel.cancelled() => return,
-            _ = tokio::time::sleep(shared.options.confirm_interval) => {}
-        }
     }
 }

@@ -75,6 +75,18 @@ pub struct NatsOptions {
     /// Longest channel subject; longer ones use a digest token. Keep it well
     /// under the server's `max_control_line` (4 KiB by default). Default 1024.
     pub max_subject_len: usize,
+    /// Longest wait for one JetStream answer (a history write's ack, a read,
+    /// a stream or bucket creation, one batch of a scan). Default 5 s.
+    pub request_timeout: Duration,
+    /// Replicas of the history streams and of the presence bucket (1 on a
+    /// single server; 3 in a NATS cluster for them to survive a server).
+    /// Default 1.
+    pub replicas: usize,
+    /// Attempts of a publication with history that keeps losing races
+    /// with other nodes' publications on the same channel (each retry waits
+    /// a random moment of up to 0.5 ms, doubling to 32 ms), before it fails.
+    /// Default 32.
+    pub history_attempts: u32,
 }
 
 impl Default for NatsOptions {
@@ -93,6 +105,9 @@ impl Default for NatsOptions {
             subscription_capacity: 65_536,
             confirm_interval: Duration::from_millis(100),
             max_subject_len: 1024,
+            request_timeout: Duration::from_secs(5),
+            replicas: 1,
+            history_attempts: 32,
         }
     }
 }
@@ -135,7 +150,7 @@ pub(crate) fn split_servers(list: &str) -> Vec<String> {
 
 /// Splits a `--broker` spec into the server URLs and the options:
 ///
-/// `nats://HOST:PORT[,nats://HOST:PORT...][?prefix=P&name=N&when_down=local|fail]`
+/// `nats://HOST:PORT[,nats://HOST:PORT...][?prefix=P&name=N&when_down=local|fail&replicas=R]`
 ///
 /// `tls://` URLs are accepted too. Credentials go in the URLs
 /// (`nats://user:pass@host:4222`, percent-encoded).
@@ -175,9 +190,16 @@ pub(crate) fn parse_spec(spec: &str) -> Result<(Vec<String>, NatsOptions), Strin
                     }
                 }
             }
+            "replicas" => {
+                options.replicas = match value.parse::<usize>() {
+                    Ok(n) if (1..=5).contains(&n) => n,
+                    _ => return Err(format!("replicas={value:?}: expected 1 to 5")),
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown NATS broker parameter {other:?} (known: prefix, name, when_down)"
+                    "unknown NATS broker parameter {other:?} (known: prefix, name, when_down, \
+                     replicas)"
                 ));
             }
         }
@@ -209,13 +231,15 @@ mod tests {
 
     #[test]
     fn spec_with_servers_and_parameters() {
-        let (servers, options) =
-            parse_spec(" nats://a:4222, tls://b:4222?prefix=app.ch&name=n1&when_down=fail ")
-                .unwrap();
+        let (servers, options) = parse_spec(
+            " nats://a:4222, tls://b:4222?prefix=app.ch&name=n1&when_down=fail&replicas=3 ",
+        )
+        .unwrap();
         assert_eq!(servers, ["nats://a:4222", "tls://b:4222"]);
         assert_eq!(options.prefix, "app.ch");
         assert_eq!(options.name, "n1");
         assert_eq!(options.when_down, WhenDown::Fail);
+        assert_eq!(options.replicas, 3);
     }
 
     #[test]
@@ -224,6 +248,8 @@ mod tests {
         assert!(parse_spec("redis://a:6379").is_err());
         assert!(parse_spec("nats://a:4222?color=red").is_err());
         assert!(parse_spec("nats://a:4222?when_down=maybe").is_err());
+        assert!(parse_spec("nats://a:4222?replicas=0").is_err());
+        assert!(parse_spec("nats://a:4222?replicas=x").is_err());
         let e = parse_spec("nats://a:4222,http://u:secret@b").unwrap_err();
         assert!(!e.contains("secret"), "{e}");
     }

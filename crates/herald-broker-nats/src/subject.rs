@@ -139,6 +139,47 @@ pub fn is_valid_prefix(prefix: &str) -> bool {
         })
 }
 
+/// The token of a history namespace: its escape, or its digest when long
+/// (namespaces are configuration, but keep their subjects short anyway).
+fn namespace_token(namespace: &str) -> String {
+    let token = encode_channel(namespace);
+    if token.len() > 64 {
+        digest_token(namespace)
+    } else {
+        token
+    }
+}
+
+/// `text` cut to `max` bytes with every byte outside `[A-Za-z0-9_-]`
+/// replaced by `_`: the readable part of a stream or bucket name.
+fn name_part(text: &str, max: usize) -> String {
+    text.bytes()
+        .take(max)
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                b as char
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The first 4 bytes of the SHA-1 of `parts`, in hex.
+fn short_digest(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha1::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
+    let mut out = String::with_capacity(8);
+    for b in &digest[..4] {
+        out.push(HEX[usize::from(b >> 4)] as char);
+        out.push(HEX[usize::from(b & 0xF)] as char);
+    }
+    out
+}
+
 /// Maps channel names to subjects under one prefix.
 #[derive(Debug, Clone)]
 pub(crate) struct SubjectMap {
@@ -168,12 +209,67 @@ impl SubjectMap {
 
     /// The subject carrying `channel`.
     pub(crate) fn channel(&self, channel: &str) -> String {
+        format!("{}.{}", self.prefix, self.channel_token(channel))
+    }
+
+    /// The token of `channel` under the prefix: its readable escape, or
+    /// its digest when the subject would be too long.
+    fn channel_token(&self, channel: &str) -> String {
         let token = encode_channel(channel);
         if self.prefix.len() + 1 + token.len() > self.max_len {
-            format!("{}.{}", self.prefix, digest_token(channel))
+            digest_token(channel)
         } else {
-            format!("{}.{token}", self.prefix)
+            token
         }
+    }
+
+    /// The subject that stores `channel`'s history in the stream of
+    /// `namespace`: `<prefix>.h.<namespace token>.<channel token>`, whose
+    /// last token is the one of the channel's live subject (the stream's
+    /// RePublish maps one to the other).
+    pub(crate) fn history(&self, namespace: &str, channel: &str) -> String {
+        format!(
+            "{}.h.{}.{}",
+            self.prefix,
+            namespace_token(namespace),
+            self.channel_token(channel)
+        )
+    }
+
+    /// The subjects of `namespace`'s history stream:
+    /// `<prefix>.h.<namespace token>.*`. Two namespaces never share one
+    /// (their tokens differ), and no channel subject is among them (those
+    /// have one token after the prefix).
+    pub(crate) fn history_filter(&self, namespace: &str) -> String {
+        format!("{}.h.{}.*", self.prefix, namespace_token(namespace))
+    }
+
+    /// Where a history stream republishes what it stores: the live subject
+    /// of the channel named by the wildcard.
+    pub(crate) fn republish_destination(&self) -> String {
+        format!("{}.{{{{wildcard(1)}}}}", self.prefix)
+    }
+
+    /// The name of `namespace`'s history stream: readable parts of the
+    /// prefix and the namespace, and a digest of both so that names never
+    /// collide (stream names are limited to `[A-Za-z0-9_-]` here).
+    pub(crate) fn stream_name(&self, namespace: &str) -> String {
+        format!(
+            "HERALD_{}_{}_{}",
+            name_part(&self.prefix, 24),
+            name_part(namespace, 24),
+            short_digest(&[self.prefix.as_bytes(), b"\n", namespace.as_bytes()])
+        )
+    }
+
+    /// The presence KV bucket of this prefix (`[A-Za-z0-9_-]`, unique per
+    /// prefix).
+    pub(crate) fn presence_bucket(&self) -> String {
+        format!(
+            "herald_presence_{}_{}",
+            name_part(&self.prefix, 40),
+            short_digest(&[self.prefix.as_bytes()])
+        )
     }
 
     /// A subject under the prefix for the broker's own traffic (two tokens
@@ -294,6 +390,54 @@ mod tests {
             assert!(SubjectMap::new(bad, 1024).is_err(), "{bad}");
         }
         assert!(SubjectMap::new("herald.ch", 20).is_err());
+    }
+
+    #[test]
+    fn history_subjects_end_with_the_live_token() {
+        let map = SubjectMap::new("p.q", 64).unwrap();
+        assert_eq!(map.history("chat", "a.b"), "p.q.h.chat.a%2Eb");
+        assert_eq!(map.history("", "x"), "p.q.h.%.x");
+        assert_eq!(map.history_filter("chat"), "p.q.h.chat.*");
+        assert_eq!(map.republish_destination(), "p.q.{{wildcard(1)}}");
+        // A long name: the live subject uses the digest, and so does the
+        // history subject (even though it is longer than the limit), so
+        // that the RePublish lands on the live subject.
+        let long = "x".repeat(100);
+        let live = map.channel(&long);
+        let token = live.rsplit('.').next().unwrap();
+        assert!(token.starts_with('#'));
+        assert!(map.history("ns", &long).ends_with(&format!(".{token}")));
+        // Hostile namespaces are one token too.
+        assert_eq!(map.history_filter("a.b *"), "p.q.h.a%2Eb%20%2A.*");
+        let long_ns = "n".repeat(200);
+        assert!(map.history_filter(&long_ns).starts_with("p.q.h.#"));
+    }
+
+    #[test]
+    fn stream_and_bucket_names_are_safe_and_distinct() {
+        let valid = |n: &str| {
+            n.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        let a = SubjectMap::new("a.b", 1024).unwrap();
+        let b = SubjectMap::new("a_b", 1024).unwrap();
+        let names = [
+            a.stream_name(""),
+            a.stream_name("chat"),
+            a.stream_name("ch.at"),
+            a.stream_name("ch_at"),
+            b.stream_name("chat"),
+            a.presence_bucket(),
+            b.presence_bucket(),
+        ];
+        for n in &names {
+            assert!(valid(n), "{n}");
+            assert!(n.len() < 100, "{n}");
+        }
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        assert_eq!(a.stream_name("chat"), a.stream_name("chat"), "stable");
+        assert!(a.stream_name("chat").starts_with("HERALD_a_b_chat_"));
     }
 
     #[test]

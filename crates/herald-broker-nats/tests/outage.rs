@@ -291,7 +291,7 @@ async fn connect_to_nothing_fails() {
     assert!(err.to_string().contains("cannot connect"), "{err}");
 }
 
-/// Messages on a channel subject that are not publication frames of that
+/// Messages on a channel subject that are not publication envelopes of that
 /// channel are dropped and counted; the channel keeps flowing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn foreign_messages_are_dropped_and_counted() {
@@ -310,12 +310,12 @@ async fn foreign_messages_are_dropped_and_counted() {
             .await
             .expect("raw publish");
         let other = publication("y", 9);
-        raw.publish(subject, other.frame.clone())
+        raw.publish(subject, other.encode())
             .await
             .expect("raw publish");
         // A valid one last, on the same connection: NATS keeps one
         // connection's order, so once it arrives the others were handled.
-        raw.publish(a.subject_for("x"), publication("x", 1).frame.clone())
+        raw.publish(a.subject_for("x"), publication("x", 1).encode())
             .await
             .expect("raw publish");
         rec.wait_seq("x", 1).await;

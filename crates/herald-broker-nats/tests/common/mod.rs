@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald::broker::StreamPosition;
 use herald::{Broker, BrokerSink, BrokerStatus, Publication};
 use herald_broker_nats::{NatsBroker, NatsOptions};
 use parking_lot::Mutex;
@@ -80,11 +81,14 @@ pub fn seq_of(p: &Publication) -> u64 {
     v["seq"].as_u64().expect("seq")
 }
 
-/// Records what a broker's sink delivers, per channel, and signals every
-/// delivery.
+/// Records what a broker's sink delivers, per channel (seqs, and stream
+/// positions of publications with history), and the resyncs it is asked
+/// for; signals every change.
 #[derive(Clone)]
 pub struct Recorder {
     log: Arc<Mutex<HashMap<String, Vec<u64>>>>,
+    positions: Arc<Mutex<HashMap<String, Vec<StreamPosition>>>>,
+    resyncs: Arc<Mutex<Vec<Option<String>>>>,
     changed: Arc<watch::Sender<u64>>,
 }
 
@@ -93,23 +97,53 @@ impl Recorder {
     pub fn start(broker: &dyn Broker) -> Self {
         let recorder = Self {
             log: Arc::default(),
+            positions: Arc::default(),
+            resyncs: Arc::default(),
             changed: Arc::new(watch::channel(0).0),
         };
         let r = recorder.clone();
-        broker.start(BrokerSink::new(move |p| {
-            r.log
-                .lock()
-                .entry(p.channel.to_string())
-                .or_default()
-                .push(seq_of(&p));
-            r.changed.send_modify(|n| *n += 1);
-        }));
+        let rs = recorder.clone();
+        broker.start(BrokerSink::with_resync(
+            move |p| {
+                r.log
+                    .lock()
+                    .entry(p.channel.to_string())
+                    .or_default()
+                    .push(seq_of(&p));
+                if let Some(pos) = &p.position {
+                    r.positions
+                        .lock()
+                        .entry(p.channel.to_string())
+                        .or_default()
+                        .push(pos.clone());
+                }
+                r.changed.send_modify(|n| *n += 1);
+            },
+            move |channel| {
+                rs.resyncs.lock().push(channel.map(str::to_owned));
+                rs.changed.send_modify(|n| *n += 1);
+            },
+        ));
         recorder
     }
 
     /// The seqs delivered on `channel` so far.
     pub fn seqs(&self, channel: &str) -> Vec<u64> {
         self.log.lock().get(channel).cloned().unwrap_or_default()
+    }
+
+    /// The stream positions delivered on `channel` so far.
+    pub fn positions(&self, channel: &str) -> Vec<StreamPosition> {
+        self.positions
+            .lock()
+            .get(channel)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// How many `resync_all` calls the broker made.
+    pub fn resyncs_all(&self) -> usize {
+        self.resyncs.lock().iter().filter(|c| c.is_none()).count()
     }
 
     /// How many publications were delivered on `channel`.
@@ -131,6 +165,17 @@ impl Recorder {
         .await
     }
 
+    /// Waits until the broker called `resync_all` at least `n` times.
+    pub async fn wait_resyncs_all(&self, n: usize) {
+        let mut changed = self.changed.subscribe();
+        within(STEP, &format!("{n} resync_all calls"), async {
+            while self.resyncs_all() < n {
+                changed.changed().await.expect("recorder alive");
+            }
+        })
+        .await
+    }
+
     /// Waits until `channel` delivered `seq`.
     pub async fn wait_seq(&self, channel: &str, seq: u64) {
         self.wait(&format!("seq {seq} on {channel}"), |log| {
@@ -140,11 +185,15 @@ impl Recorder {
     }
 }
 
-/// A `nats-server` of this test's own, on a free loopback port, in a
-/// temporary directory. Killed by its PID when dropped; never the shared one.
+/// A `nats-server` of this test's own, with JetStream, on a free loopback
+/// port, its store in a temporary directory. Killed by its PID when
+/// dropped; never the shared one.
 pub struct NatsServer {
     port: u16,
     dir: PathBuf,
+    /// The JetStream store directory in use (under `dir`).
+    store: PathBuf,
+    stores: u32,
     child: Option<Child>,
 }
 
@@ -163,7 +212,9 @@ impl NatsServer {
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut server = Self {
             port,
+            store: dir.join("store-0"),
             dir,
+            stores: 0,
             child: None,
         };
         server.spawn().await;
@@ -179,7 +230,15 @@ impl NatsServer {
     async fn spawn(&mut self) {
         assert!(self.child.is_none(), "server already running");
         let mut child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
             .current_dir(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -222,8 +281,16 @@ impl NatsServer {
             .expect("wait for nats-server");
     }
 
-    /// Starts the server again on the same port.
+    /// Starts the server again on the same port, with the same store.
     pub async fn restart(&mut self) {
+        self.spawn().await;
+    }
+
+    /// Starts the server again on the same port with an empty store (as a
+    /// server without persistence, or one whose disk was lost, would).
+    pub async fn restart_fresh(&mut self) {
+        self.stores += 1;
+        self.store = self.dir.join(format!("store-{}", self.stores));
         self.spawn().await;
     }
 }
@@ -235,5 +302,23 @@ impl Drop for NatsServer {
             let _ = child.start_kill();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Deletes the JetStream state a test made under `broker`'s prefix: the
+/// history streams of `namespaces` and the presence bucket (the shared
+/// server keeps nothing of a test run). Best effort, bounded.
+pub async fn delete_jetstream_state(url: &str, broker: &NatsBroker, namespaces: &[String]) {
+    let Ok(client) = async_nats::connect(url).await else {
+        return;
+    };
+    let js = async_nats::jetstream::new(client);
+    let mut streams: Vec<String> = namespaces
+        .iter()
+        .map(|ns| broker.history_stream(ns))
+        .collect();
+    streams.push(format!("KV_{}", broker.presence_bucket()));
+    for stream in streams {
+        let _ = tokio::time::timeout(STEP, js.delete_stream(&stream)).await;
     }
 }
