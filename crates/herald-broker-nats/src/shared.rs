@@ -266,6 +266,11 @@ impl Shared {
     /// without confirmation (some of it may still be in the client's queue
     /// and go out after the reconnect: an upper bound).
     pub(crate) fn went_down(&self, why: &str) {
+        // Before the client resubscribes: a new epoch on the new connection
+        // must not pass for an expired history until the resync.
+        if let Some(sink) = self.sink.get() {
+            sink.interrupted_all();
+        }
         let published = self.counters.published.load(Ordering::Relaxed);
         let confirmed = self.confirmed.fetch_max(published, Ordering::Relaxed);
         let unconfirmed = published.saturating_sub(confirmed);

@@ -100,6 +100,7 @@ impl HistoryPage {
         let last = self.publications.last().and_then(|p| p.position.as_ref());
         first.is_some_and(|p| p.offset == since.offset + 1)
             && last.is_some_and(|p| p.offset == self.position.offset)
+            && self.publications.len() as u64 == self.position.offset - since.offset
     }
 }
 
