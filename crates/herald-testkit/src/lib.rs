@@ -30,6 +30,7 @@
 //! | `tiny:*` | namespace | history of 3 publications, recovery (Herald only) |
 
 pub mod broker_conformance;
+pub mod cluster_scenarios;
 
 use std::time::Duration;
 

@@ -1,12 +1,14 @@
 //! Figures, not checks: sequential throughput of `publish` and of
 //! `publish_with_history` on the shared NATS, and the time to read a page
-//! of 1,000 publications. Ignored by default (it only prints, and loads
-//! the shared server); run with
+//! of 1,000 publications. Run by hand (it only prints, and loads the
+//! shared server):
 //!
 //! ```text
-//! cargo test --release -p herald-broker-nats --test throughput -- --ignored --nocapture
+//! cargo run --release -p herald-broker-nats --example publish_timing
 //! ```
 
+#[allow(dead_code)]
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::sync::Arc;
@@ -24,9 +26,8 @@ fn rate(n: u64, took: Duration) -> String {
     format!("{:.0}/s ({took:?})", n as f64 / took.as_secs_f64())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement: run with --ignored --nocapture"]
-async fn sequential_throughput_and_history_reads() {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
     within(Duration::from_secs(300), "the measurement", async {
         let b = broker(
             &shared_url(),
