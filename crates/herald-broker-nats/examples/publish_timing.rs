@@ -7,7 +7,6 @@
 //! cargo run --release -p herald-broker-nats --example publish_timing
 //! ```
 
-#[allow(dead_code)]
 #[path = "../tests/common/mod.rs"]
 mod common;
 
