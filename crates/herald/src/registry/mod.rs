@@ -20,6 +20,8 @@
 
 mod repair;
 pub(crate) mod sequencer;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;

@@ -149,6 +149,13 @@ async fn ten_thousand_publications_with_subscribers_coming_and_going() {
             })
         };
         let mut subscribers = Vec::new();
+        // Rust clients: the server drops them now and then (the fixture's
+        // disconnectMe); they come back and recover by themselves.
+        let mut rust_clients = Vec::new();
+        for s in 0..2u64 {
+            let url = server.url();
+            rust_clients.push(tokio::spawn(async move { rust_subscriber(&url, s).await }));
+        }
         for s in 0..4u64 {
             let server = server.clone();
             subscribers.push(tokio::spawn(async move {
@@ -202,6 +209,11 @@ async fn ten_thousand_publications_with_subscribers_coming_and_going() {
             }));
         }
         publisher.await.unwrap();
+        for c in rust_clients {
+            let (last, drops) = c.await.unwrap();
+            assert_eq!(last, TOTAL + 1, "ended on the end marker");
+            assert!(drops >= 3, "only {drops} drops");
+        }
         for s in subscribers {
             let (first, last, reconnects) = s.await.unwrap();
             assert_eq!(last, TOTAL + 1, "ended on the end marker");
@@ -210,6 +222,57 @@ async fn ten_thousand_publications_with_subscribers_coming_and_going() {
         }
     })
     .await
+}
+
+/// A Rust client subscribed to `chat:storm` that the server disconnects
+/// every few hundred publications: every offset must arrive once, in order,
+/// with no gap. Returns the last offset and how many times it was dropped.
+async fn rust_subscriber(url: &str, seed: u64) -> (u64, u32) {
+    use futures_util::StreamExt as _;
+    use herald_client::{Client, ReconnectPolicy};
+    let client = Client::builder(url)
+        .subscription_buffer(20_000)
+        .reconnect(ReconnectPolicy {
+            enabled: true,
+            initial_delay: Duration::from_millis(30),
+            multiplier: 1.5,
+            max_delay: Duration::from_millis(200),
+        })
+        .connect()
+        .await
+        .expect("connect");
+    let mut sub = client.subscribe("chat:storm").await.expect("subscribe");
+    let mut last = sub.position().map_or(0, |p| p.offset);
+    let mut drops = 0;
+    let mut next_drop = last + 300 + seed * 111;
+    loop {
+        let p = within("a publication (Rust client)", sub.next())
+            .await
+            .expect("stream open")
+            .unwrap_or_else(|e| panic!("Rust client {seed}: {e:?} after {last}"));
+        let offset = p.offset().expect("an offset");
+        assert_eq!(
+            offset,
+            last + 1,
+            "Rust client {seed}: gap or duplicate after {last}"
+        );
+        last = offset;
+        if p.data == serde_json::json!("end") {
+            break;
+        }
+        if offset >= next_drop {
+            next_drop = offset + 700 + seed * 97;
+            drops += 1;
+            let c = client.clone();
+            tokio::spawn(async move {
+                let _ = c
+                    .invoke("disconnectMe", &json!({"code": 4099, "reason": "storm"}))
+                    .await;
+            });
+        }
+    }
+    client.close().await;
+    (last, drops)
 }
 
 /// The memory broker, losing the deliveries this test tells it to lose (as

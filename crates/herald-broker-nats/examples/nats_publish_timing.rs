@@ -4,7 +4,7 @@
 //! shared server):
 //!
 //! ```text
-//! cargo run --release -p herald-broker-nats --example publish_timing
+//! cargo run --release -p herald-broker-nats --example nats_publish_timing
 //! ```
 
 #[path = "../tests/common/mod.rs"]

@@ -3,7 +3,7 @@
 //! next, as one publisher does. Run by hand:
 //!
 //! ```text
-//! cargo run --release -p herald-broker-redis --example publish_timing -- [redis://127.0.0.1:6379] [count]
+//! cargo run --release -p herald-broker-redis --example redis_publish_timing -- [redis://127.0.0.1:6379] [count]
 //! ```
 //!
 //! Uses a random prefix and removes the history it wrote.
