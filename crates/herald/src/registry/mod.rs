@@ -295,12 +295,16 @@ impl Registry {
             .map_or(0, |c| c.subscribers.len())
     }
 
-    /// Whether this node needs the channel from the broker.
-    fn wanted(&self, channel: &str) -> bool {
+    /// Whether this node needs the channel from the broker, as the entry
+    /// that owns `state` sees it; `None` when `state` belongs to an entry
+    /// that was forgotten (a newer entry, with a state of its own, may have
+    /// replaced it).
+    fn wanted(&self, channel: &str, state: &Arc<tokio::sync::Mutex<bool>>) -> Option<bool> {
         self.shard(channel)
             .read()
             .get(channel)
-            .is_some_and(|c| !c.subscribers.is_empty() || c.node_refs > 0)
+            .filter(|c| Arc::ptr_eq(&c.broker_state, state))
+            .map(|c| !c.subscribers.is_empty() || c.node_refs > 0)
     }
 
     /// The node itself takes an interest in a (reserved) channel; each call
@@ -432,7 +436,14 @@ impl Registry {
         state: &Arc<tokio::sync::Mutex<bool>>,
     ) -> Result<(), BrokerError> {
         let mut subscribed = state.lock().await;
-        let wanted = self.wanted(channel);
+        let Some(wanted) = self.wanted(channel, state) else {
+            // This state's entry was forgotten (always after its broker
+            // subscription ended): a newer entry's own call keeps the broker
+            // in line. Deciding here from the newer entry would subscribe
+            // the broker twice.
+            debug_assert!(!*subscribed);
+            return Ok(());
+        };
         if wanted && !*subscribed {
             self.broker.subscribe(channel).await?;
             *subscribed = true;
