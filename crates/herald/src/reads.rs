@@ -119,12 +119,14 @@ impl ServerInner {
         })
     }
 
-    async fn client_presence(
+    /// The channel of a presence request, once `socket` may read it.
+    async fn presence_channel(
         &self,
         socket: &Socket,
+        procedure: &str,
         data: Option<&RawValue>,
-    ) -> Result<ext::PresenceReply, ReadError> {
-        let request: ext::ChannelRequest = parse(ext::PRESENCE, data)?;
+    ) -> Result<String, ReadError> {
+        let request: ext::ChannelRequest = parse(procedure, data)?;
         let ns = self
             .may_subscribe(socket, &request.channel, None)
             .await
@@ -132,7 +134,16 @@ impl ServerInner {
         if !ns.options.presence {
             return Err(not_available(&request.channel, "presence"));
         }
-        let clients = self.registry.broker().presence(&request.channel).await?;
+        Ok(request.channel)
+    }
+
+    async fn client_presence(
+        &self,
+        socket: &Socket,
+        data: Option<&RawValue>,
+    ) -> Result<ext::PresenceReply, ReadError> {
+        let channel = self.presence_channel(socket, ext::PRESENCE, data).await?;
+        let clients = self.registry.broker().presence(&channel).await?;
         Ok(ext::PresenceReply { clients })
     }
 
@@ -141,19 +152,10 @@ impl ServerInner {
         socket: &Socket,
         data: Option<&RawValue>,
     ) -> Result<PresenceStats, ReadError> {
-        let request: ext::ChannelRequest = parse(ext::PRESENCE_STATS, data)?;
-        let ns = self
-            .may_subscribe(socket, &request.channel, None)
-            .await
-            .map_err(ReadError::Refused)?;
-        if !ns.options.presence {
-            return Err(not_available(&request.channel, "presence"));
-        }
-        Ok(self
-            .registry
-            .broker()
-            .presence_stats(&request.channel)
-            .await?)
+        let channel = self
+            .presence_channel(socket, ext::PRESENCE_STATS, data)
+            .await?;
+        Ok(self.registry.broker().presence_stats(&channel).await?)
     }
 
     /// A history read on a channel of namespace `ns`: at most `limit`
@@ -188,15 +190,21 @@ impl ServerInner {
             .await
     }
 
+    /// Checks that server code may read `channel`'s presence.
+    fn server_presence_channel(&self, channel: &str) -> Result<(), ReadError> {
+        let ns = self.channel_options(channel).map_err(ReadError::Refused)?;
+        if !ns.options.presence {
+            return Err(not_available(channel, "presence"));
+        }
+        Ok(())
+    }
+
     /// Server code's presence read.
     pub(crate) async fn server_presence(
         &self,
         channel: &str,
     ) -> Result<BTreeMap<String, ClientInfo>, ReadError> {
-        let ns = self.channel_options(channel).map_err(ReadError::Refused)?;
-        if !ns.options.presence {
-            return Err(not_available(channel, "presence"));
-        }
+        self.server_presence_channel(channel)?;
         Ok(self.registry.broker().presence(channel).await?)
     }
 
@@ -205,10 +213,7 @@ impl ServerInner {
         &self,
         channel: &str,
     ) -> Result<PresenceStats, ReadError> {
-        let ns = self.channel_options(channel).map_err(ReadError::Refused)?;
-        if !ns.options.presence {
-            return Err(not_available(channel, "presence"));
-        }
+        self.server_presence_channel(channel)?;
         Ok(self.registry.broker().presence_stats(channel).await?)
     }
 

@@ -15,18 +15,7 @@
 pub mod slots;
 pub(crate) mod topology;
 
-use std::sync::Arc;
-
-use std::collections::BTreeMap;
-use std::time::Duration;
-
-use async_trait::async_trait;
-use herald::broker::{
-    ClientInfo, HistoryPage, HistoryPolicy, HistoryQuery, PresenceRecord, PresenceStats,
-    StreamPosition,
-};
-use herald::{Broker, BrokerError, BrokerSink, BrokerStatus, Publication};
-use serde_json::value::RawValue;
+use herald::{BrokerError, BrokerStatus};
 use tokio::sync::watch;
 
 use crate::engine::{Engine, error};
@@ -34,7 +23,7 @@ use crate::options::RedisOptions;
 use crate::subscriptions::Routing;
 use crate::telemetry::RedisStats;
 
-/// A [`Broker`] over Redis Cluster sharded pub/sub
+/// A [`Broker`](herald::Broker) over Redis Cluster sharded pub/sub
 /// (`redis+cluster://HOST:PORT[,HOST:PORT...]`).
 ///
 /// Publications travel with `SPUBLISH` to the primary owning the channel's
@@ -94,7 +83,7 @@ impl RedisClusterBroker {
         self.engine.prefix()
     }
 
-    /// Follows [`Broker::status`] as it changes.
+    /// Follows [`Broker::status`](herald::Broker::status) as it changes.
     pub fn watch_status(&self) -> watch::Receiver<BrokerStatus> {
         self.engine.watch_status()
     }
@@ -105,85 +94,4 @@ impl RedisClusterBroker {
     }
 }
 
-#[async_trait]
-impl Broker for RedisClusterBroker {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
-
-    fn start(&self, sink: BrokerSink) {
-        self.engine.start(sink);
-    }
-
-    async fn subscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        self.engine.subscribe(channel).await
-    }
-
-    async fn unsubscribe(&self, channel: &str) -> Result<(), BrokerError> {
-        self.engine.unsubscribe(channel).await
-    }
-
-    async fn publish(&self, publication: Arc<Publication>) -> Result<(), BrokerError> {
-        self.engine.publish(publication).await
-    }
-
-    async fn publish_with_history(
-        &self,
-        channel: &str,
-        data: Option<Box<RawValue>>,
-        policy: &HistoryPolicy,
-    ) -> Result<StreamPosition, BrokerError> {
-        self.engine
-            .publish_with_history(channel, data, policy)
-            .await
-    }
-
-    async fn history(
-        &self,
-        channel: &str,
-        policy: &HistoryPolicy,
-        query: &HistoryQuery,
-    ) -> Result<HistoryPage, BrokerError> {
-        self.engine.history(channel, policy, query).await
-    }
-
-    async fn remove_history(
-        &self,
-        channel: &str,
-        _policy: &HistoryPolicy,
-    ) -> Result<(), BrokerError> {
-        self.engine.remove_history(channel).await
-    }
-
-    async fn presence_add(
-        &self,
-        records: &[PresenceRecord],
-        ttl: Duration,
-    ) -> Result<(), BrokerError> {
-        self.engine.presence_add(records, ttl).await
-    }
-
-    async fn presence_remove(
-        &self,
-        channel: &str,
-        clients: &[Arc<str>],
-    ) -> Result<(), BrokerError> {
-        self.engine.presence_remove(channel, clients).await
-    }
-
-    async fn presence(&self, channel: &str) -> Result<BTreeMap<String, ClientInfo>, BrokerError> {
-        self.engine.presence(channel).await
-    }
-
-    async fn presence_stats(&self, channel: &str) -> Result<PresenceStats, BrokerError> {
-        self.engine.presence_stats(channel).await
-    }
-
-    fn status(&self) -> BrokerStatus {
-        self.engine.status()
-    }
-
-    async fn shutdown(&self) {
-        self.engine.shutdown().await;
-    }
-}
+crate::engine::broker_via_engine!(RedisClusterBroker);

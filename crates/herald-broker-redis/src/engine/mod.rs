@@ -236,3 +236,107 @@ impl Engine {
         self.shared.pool.clear();
     }
 }
+
+/// The [`Broker`](herald::Broker) implementation of a type whose field
+/// `engine` is an [`Engine`]: every call goes to the engine. Both public
+/// brokers ([`crate::RedisBroker`], [`crate::RedisClusterBroker`]) are the
+/// same machinery with another routing, so they share this one impl.
+macro_rules! broker_via_engine {
+    ($ty:ty) => {
+        #[async_trait::async_trait]
+        impl herald::Broker for $ty {
+            fn name(&self) -> &'static str {
+                "redis"
+            }
+
+            fn start(&self, sink: herald::BrokerSink) {
+                self.engine.start(sink);
+            }
+
+            async fn subscribe(&self, channel: &str) -> Result<(), herald::BrokerError> {
+                self.engine.subscribe(channel).await
+            }
+
+            async fn unsubscribe(&self, channel: &str) -> Result<(), herald::BrokerError> {
+                self.engine.unsubscribe(channel).await
+            }
+
+            async fn publish(
+                &self,
+                publication: std::sync::Arc<herald::Publication>,
+            ) -> Result<(), herald::BrokerError> {
+                self.engine.publish(publication).await
+            }
+
+            async fn publish_with_history(
+                &self,
+                channel: &str,
+                data: Option<Box<serde_json::value::RawValue>>,
+                policy: &herald::broker::HistoryPolicy,
+            ) -> Result<herald::broker::StreamPosition, herald::BrokerError> {
+                self.engine
+                    .publish_with_history(channel, data, policy)
+                    .await
+            }
+
+            async fn history(
+                &self,
+                channel: &str,
+                policy: &herald::broker::HistoryPolicy,
+                query: &herald::broker::HistoryQuery,
+            ) -> Result<herald::broker::HistoryPage, herald::BrokerError> {
+                self.engine.history(channel, policy, query).await
+            }
+
+            async fn remove_history(
+                &self,
+                channel: &str,
+                _policy: &herald::broker::HistoryPolicy,
+            ) -> Result<(), herald::BrokerError> {
+                self.engine.remove_history(channel).await
+            }
+
+            async fn presence_add(
+                &self,
+                records: &[herald::broker::PresenceRecord],
+                ttl: std::time::Duration,
+            ) -> Result<(), herald::BrokerError> {
+                self.engine.presence_add(records, ttl).await
+            }
+
+            async fn presence_remove(
+                &self,
+                channel: &str,
+                clients: &[std::sync::Arc<str>],
+            ) -> Result<(), herald::BrokerError> {
+                self.engine.presence_remove(channel, clients).await
+            }
+
+            async fn presence(
+                &self,
+                channel: &str,
+            ) -> Result<
+                std::collections::BTreeMap<String, herald::broker::ClientInfo>,
+                herald::BrokerError,
+            > {
+                self.engine.presence(channel).await
+            }
+
+            async fn presence_stats(
+                &self,
+                channel: &str,
+            ) -> Result<herald::broker::PresenceStats, herald::BrokerError> {
+                self.engine.presence_stats(channel).await
+            }
+
+            fn status(&self) -> herald::BrokerStatus {
+                self.engine.status()
+            }
+
+            async fn shutdown(&self) {
+                self.engine.shutdown().await;
+            }
+        }
+    };
+}
+pub(crate) use broker_via_engine;
