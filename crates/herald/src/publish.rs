@@ -80,6 +80,7 @@ impl ServerInner {
         }
         let max = self.config.max_channel_name;
         if channel.len() > max {
+            crate::metrics::limit_violation(crate::metrics::Limit::ChannelName);
             return Err(ErrorPayload::new(
                 names::INVALID_ACTION,
                 format!("Channel name exceeds {max} bytes"),
@@ -146,7 +147,7 @@ impl ServerInner {
         data: Option<Box<RawValue>>,
         history: Option<crate::broker::HistoryPolicy>,
     ) -> Result<Option<StreamPosition>, PublishError> {
-        metrics::counter!("herald_publications_total").increment(1);
+        crate::metrics::published();
         let broker = self.registry.broker();
         match history {
             Some(policy) => {
