@@ -129,15 +129,14 @@ impl ServerInner {
                     )));
                 }
                 let history = ns.history.clone();
-                return self
-                    .publish_checked(
-                        channel,
-                        self.publish_middleware(socket, channel, data).await?,
-                        history,
-                    )
-                    .await;
+                let data = self.publish_middleware(socket, channel, data).await?;
+                crate::metrics::published();
+                return self.publish_checked(channel, data, history).await;
             }
         };
+        if !matches!(origin, Origin::Control) {
+            crate::metrics::published();
+        }
         self.publish_checked(channel, data, history).await
     }
 
@@ -147,7 +146,6 @@ impl ServerInner {
         data: Option<Box<RawValue>>,
         history: Option<crate::broker::HistoryPolicy>,
     ) -> Result<Option<StreamPosition>, PublishError> {
-        crate::metrics::published();
         let broker = self.registry.broker();
         match history {
             Some(policy) => {

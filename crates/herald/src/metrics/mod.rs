@@ -216,7 +216,7 @@ pub const CATALOGUE: &[Metric] = &[
     counter_of(
         PUBLICATIONS,
         &[],
-        "Publications handed to the broker by this node.",
+        "Publications of clients and server code handed to the broker by this node (cluster announcements excluded).",
     ),
     counter_of(
         DELIVERIES,
