@@ -88,7 +88,8 @@
 //!
 //! ## Metrics
 //!
-//! All labelled `broker="nats"`.
+//! All labelled `broker="nats"`, named and described in `herald::metrics`
+//! like every other Herald metric (docs/operations.md lists them all).
 //!
 //! | name | kind | meaning |
 //! |---|---|---|

@@ -29,7 +29,7 @@ use crate::options::{NatsOptions, WhenDown};
 use crate::subject::SubjectMap;
 
 /// Counts of what the broker did, since it connected. Each one is also
-/// exported through the `metrics` crate (see the crate documentation).
+/// exported through `herald::metrics` (see the crate documentation).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct NatsStats {
@@ -85,17 +85,15 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
 }
 
 pub(crate) fn count_publish_error(reason: &'static str, n: u64) {
-    metrics::counter!("herald_broker_publish_errors_total", "broker" => NAME, "reason" => reason)
-        .increment(n);
+    herald::metrics::broker_publish_errors(NAME, reason, n);
 }
 
 pub(crate) fn count_receive_error(reason: &'static str) {
-    metrics::counter!("herald_broker_receive_errors_total", "broker" => NAME, "reason" => reason)
-        .increment(1);
+    herald::metrics::broker_receive_error(NAME, reason);
 }
 
 pub(crate) fn set_up_gauge(up: bool) {
-    metrics::gauge!("herald_broker_up", "broker" => NAME).set(if up { 1.0 } else { 0.0 });
+    herald::metrics::broker_up(NAME, up);
 }
 
 /// Why a round trip did not complete.
@@ -201,14 +199,14 @@ impl Shared {
     /// A history write lost a race and is retried.
     pub(crate) fn counted_history_conflict(&self) {
         add(&self.counters.history_conflicts, 1);
-        metrics::counter!("herald_broker_history_conflicts_total", "broker" => NAME).increment(1);
+        herald::metrics::broker_history_conflict(NAME);
     }
 
     /// Asks the node to resync `channel` (`None`: every channel).
     pub(crate) fn resync(&self, channel: Option<&str>) {
         let Some(sink) = self.sink.get() else { return };
         add(&self.counters.resyncs, 1);
-        metrics::counter!("herald_broker_resyncs_total", "broker" => NAME).increment(1);
+        herald::metrics::broker_resync(NAME);
         match channel {
             Some(channel) => sink.resync(channel),
             None => sink.resync_all(),
@@ -309,7 +307,7 @@ impl Shared {
         });
         if changed {
             set_up_gauge(true);
-            metrics::counter!("herald_broker_reconnects_total", "broker" => NAME).increment(1);
+            herald::metrics::broker_reconnected(NAME);
             let down_for = self.down_since.lock().take().map(|t| t.elapsed());
             tracing::info!(
                 broker = NAME,

@@ -31,7 +31,7 @@
 //! delivery frame with [`herald::Publication::decode`] and hands the same
 //! bytes to all its subscribers. A message that is not an envelope of the
 //! channel it arrived on is dropped and counted
-//! (`herald_broker_invalid_messages_total`).
+//! (`herald_broker_receive_errors_total{broker="redis",reason="invalid"}`).
 //!
 //! ## Key scheme
 //!

@@ -3,26 +3,25 @@
 //! Operators need to see a lost Redis (readiness, alerts) and what it cost
 //! (reconnections, publications that failed); tests need the same facts
 //! without installing a global metrics recorder. Every event is therefore
-//! counted twice: in the `metrics` facade (exported by whatever recorder the
-//! application installs) and in [`RedisStats`], readable from the broker.
+//! counted twice: in Herald's metrics (`herald::metrics`, which names every
+//! metric and exports through whatever recorder the application installs)
+//! and in [`RedisStats`], readable from the broker.
 //!
-//! | metric | kind | meaning |
-//! |---|---|---|
-//! | `herald_broker_up` | gauge | 1 while the broker is up, 0 while down |
-//! | `herald_broker_reconnects_total` | counter | connections re-established after a loss |
-//! | `herald_broker_publish_errors_total` | counter | publications that failed (not delivered anywhere) |
-//! | `herald_broker_invalid_messages_total` | counter | received messages dropped as not a Herald publication |
-//! | `herald_broker_topology_refreshes_total` | counter | Redis Cluster slot map reloads |
-//! | `herald_broker_script_errors_total` | counter | history and presence scripts that failed (error reply, timeout, unreadable reply) |
-//!
-//! Counters carry the label `broker="redis"`.
+//! Recorded here, all with the label `broker="redis"`: `herald_broker_up`,
+//! `herald_broker_reconnects_total`, `herald_broker_publish_errors_total`
+//! (`reason`: `error`, `timeout`, `shut_down`),
+//! `herald_broker_receive_errors_total` (`reason="invalid"`: a message that
+//! is not a Herald publication), `herald_broker_topology_refreshes_total`
+//! (Redis Cluster slot map reloads) and `herald_broker_script_errors_total`
+//! (history and presence scripts that failed).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use herald::BrokerStatus;
 use tokio::sync::watch;
 
-const LABEL: (&str, &str) = ("broker", "redis");
+/// The `broker` label, as `Broker::name` says.
+const NAME: &str = "redis";
 
 /// Counters of one broker since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -92,12 +91,12 @@ impl Telemetry {
         }
         match status {
             BrokerStatus::Up => {
-                tracing::info!(broker = "redis", engine = %self.describe, "redis broker is up");
-                metrics::gauge!("herald_broker_up").set(1.0);
+                tracing::info!(broker = NAME, engine = %self.describe, "redis broker is up");
+                herald::metrics::broker_up(NAME, true);
             }
             BrokerStatus::Down => {
-                tracing::warn!(broker = "redis", engine = %self.describe, reason = why, "redis broker is down");
-                metrics::gauge!("herald_broker_up").set(0.0);
+                tracing::warn!(broker = NAME, engine = %self.describe, reason = why, "redis broker is down");
+                herald::metrics::broker_up(NAME, false);
             }
         }
     }
@@ -106,35 +105,35 @@ impl Telemetry {
     pub(crate) fn shut_down(&self) {
         let was_up = self.status.send_replace(BrokerStatus::Down) == BrokerStatus::Up;
         if was_up {
-            metrics::gauge!("herald_broker_up").set(0.0);
+            herald::metrics::broker_up(NAME, false);
         }
-        tracing::debug!(broker = "redis", engine = %self.describe, "redis broker shut down");
+        tracing::debug!(broker = NAME, engine = %self.describe, "redis broker shut down");
     }
 
     pub(crate) fn reconnected(&self) {
         self.reconnects.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("herald_broker_reconnects_total", LABEL.0 => LABEL.1).increment(1);
+        herald::metrics::broker_reconnected(NAME);
     }
 
-    pub(crate) fn publish_failed(&self) {
+    /// A publication failed, for `reason` (`error`, `timeout`, `shut_down`).
+    pub(crate) fn publish_failed(&self, reason: &'static str) {
         self.publish_errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("herald_broker_publish_errors_total", LABEL.0 => LABEL.1).increment(1);
+        herald::metrics::broker_publish_errors(NAME, reason, 1);
     }
 
     pub(crate) fn invalid_message(&self) {
         self.invalid_messages.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("herald_broker_invalid_messages_total", LABEL.0 => LABEL.1).increment(1);
+        herald::metrics::broker_receive_error(NAME, "invalid");
     }
 
     pub(crate) fn topology_refreshed(&self) {
         self.topology_refreshes.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("herald_broker_topology_refreshes_total", LABEL.0 => LABEL.1)
-            .increment(1);
+        herald::metrics::broker_topology_refreshed(NAME);
     }
 
     pub(crate) fn script_failed(&self) {
         self.script_errors.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("herald_broker_script_errors_total", LABEL.0 => LABEL.1).increment(1);
+        herald::metrics::broker_script_error(NAME);
     }
 
     pub(crate) fn resubscribed(&self, n: u64) {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -61,6 +61,10 @@ pub struct FileConfig {
     /// How long presence entries live without a refresh.
     #[serde(default, with = "humantime_serde")]
     pub presence_ttl: Option<Duration>,
+    /// PEM certificate chain: serve `wss://` (with `tls_key`).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
     /// `[channels]`: options of channels without a namespace.
     pub channels: Option<ChannelsSection>,
     /// `[namespaces.NAME]`: options of the channels `NAME:...`.

@@ -30,11 +30,33 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// The log format the command asks for.
+    pub fn log_format(&self) -> LogFormat {
+        match &self.command {
+            Command::Serve(args) => args.log_format.unwrap_or_default(),
+        }
+    }
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a Herald server.
     Serve(ServeArgs),
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; coloured only when standard error is a
+    /// terminal (and `NO_COLOR` is not set).
+    #[default]
+    Text,
+    /// One JSON object per line: `timestamp`, `level`, `target`,
+    /// `message`, the event's fields (`socket` for a line about a socket),
+    /// and the current span's fields under `span`.
+    Json,
 }
 
 /// `herald serve` options. Flags override the config file, which overrides
@@ -71,6 +93,17 @@ pub struct ServeArgs {
     /// This node's id in a cluster (default: random, logged at start).
     #[arg(long, env = "HERALD_NODE_ID")]
     pub node_id: Option<String>,
+    /// Log format on standard error: `text` (default) or `json` (one
+    /// object per line).
+    #[arg(long, value_enum, value_name = "FORMAT", env = "HERALD_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    /// PEM certificate chain (server certificate first): serve `wss://`,
+    /// and the status routes and /metrics over https. Needs --tls-key.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// The resolved settings of a `serve` run.
@@ -86,6 +119,8 @@ pub struct ServeSettings {
     pub broker: String,
     /// Node id (random when not set).
     pub node_id: Option<String>,
+    /// Certificate chain and key files, when serving TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Merges flags, config file and defaults.
@@ -128,23 +163,47 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         .or(file.broker.clone())
         .unwrap_or_else(|| "memory".to_owned());
     let node_id = args.node_id.clone().or(file.node_id.clone());
+    let tls_cert = args.tls_cert.clone().or(file.tls_cert.clone());
+    let tls_key = args.tls_key.clone().or(file.tls_key.clone());
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => anyhow::bail!("--tls-cert (tls_cert) needs --tls-key (tls_key)"),
+        (None, Some(_)) => anyhow::bail!("--tls-key (tls_key) needs --tls-cert (tls_cert)"),
+    };
     Ok(ServeSettings {
         listen,
         config,
         auth_secret,
         broker,
         node_id,
+        tls,
     })
 }
 
-/// Installs the log subscriber (`RUST_LOG`, default `info`, to stderr).
-pub fn init_logging() {
+/// Installs the log subscriber: `RUST_LOG` (default `info`) selects the
+/// lines, written to standard error in `format`. Text is coloured only when
+/// standard error is a terminal and `NO_COLOR` is unset, so that
+/// `herald serve 2>file` writes no escape codes.
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let colour = std::io::stderr().is_terminal()
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_ansi(colour).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .with_ansi(false)
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Resolves when SIGINT or SIGTERM arrives.
@@ -187,6 +246,18 @@ pub async fn serve(
     customize: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> anyhow::Result<()> {
     let settings = resolve(&args)?;
+    // Before the server is built: it binds its hot-path counters to the
+    // recorder installed then.
+    if let Err(e) = herald::metrics::Prometheus::install() {
+        tracing::warn!(error = %e, "GET /metrics is off");
+    }
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(
+            herald::TlsConfig::from_pem_files(cert, key)
+                .context("cannot load the TLS certificate")?,
+        ),
+        None => None,
+    };
     let mut builder = ServerBuilder::new().config(settings.config.clone());
     if let Some(secret) = &settings.auth_secret {
         builder = builder.auth_secret(secret);
@@ -217,10 +288,17 @@ pub async fn serve(
     // Handlers first: once the ready line is out, a signal must stop the
     // server cleanly.
     let signal = shutdown_signal();
-    println!("herald listening on ws://{addr}{}", settings.config.path);
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    println!(
+        "herald listening on {scheme}://{addr}{}",
+        settings.config.path
+    );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    server.serve(listener, signal).await?;
+    match tls {
+        Some(tls) => server.serve_tls(listener, tls, signal).await?,
+        None => server.serve(listener, signal).await?,
+    }
     tracing::info!("herald stopped");
     Ok(())
 }

@@ -6,7 +6,7 @@ use herald_cli::{Cli, Command};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    herald_cli::init_logging();
+    herald_cli::init_logging(cli.log_format());
     match cli.command {
         Command::Serve(args) => herald_cli::serve(args, |b| b).await,
     }

@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::events::Events;
 use crate::queue::queue;
 use crate::task::{Shared, Task};
+use crate::tls::TlsConfig;
 use crate::token_store::TokenStore;
 
 /// Sets up a [`Client`]. From [`Client::builder`].
@@ -82,6 +83,14 @@ impl ClientBuilder {
         self
     }
 
+    /// Whom `wss://` connections trust (default: the system's root
+    /// certificates). For a self-signed server or a private CA:
+    /// `.tls(TlsConfig::empty().add_root_pem(&pem)?)`.
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
     /// Capacity of each subscription stream (default 1024).
     pub fn subscription_buffer(mut self, capacity: usize) -> Self {
         self.config.subscription_buffer = capacity;
@@ -125,7 +134,10 @@ impl ClientBuilder {
 
     fn spawn(self, first: Option<oneshot::Sender<Result<()>>>) -> Result<Client> {
         let uri: Uri = parse_url(&self.url)?;
-        let config = self.config.sanitized();
+        let mut config = self.config.sanitized();
+        if uri.scheme_str() == Some("wss") && config.tls.is_none() {
+            config.tls = Some(TlsConfig::native_roots()?);
+        }
         let (cmd_tx, cmd_rx) = mpsc::channel(config.command_buffer);
         let inner = Arc::new(Inner {
             cmd: cmd_tx,

@@ -15,10 +15,12 @@
 //! | `event_buffer` | 256 events | per [`crate::Events`] stream, drop-oldest |
 //! | `command_buffer` | 256 commands | calls queued for the connection task (backpressure) |
 //! | `max_message_size` | 64 MiB | largest inbound WebSocket message |
+//! | `tls` | the system's root certificates | whom `wss://` trusts ([`crate::TlsConfig`]) |
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::tls::TlsConfig;
 use crate::token_store::{MemoryTokenStore, TokenStore};
 
 /// How the client reconnects after losing its connection.
@@ -110,6 +112,9 @@ pub struct ClientConfig {
     /// Where the auth token is kept between connections (and, with a
     /// [`crate::FileTokenStore`], between runs).
     pub token_store: Arc<dyn TokenStore>,
+    /// Whom a `wss://` connection trusts; `None`: the system's root
+    /// certificates ([`crate::TlsConfig::native_roots`]).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ClientConfig {
@@ -125,6 +130,7 @@ impl Default for ClientConfig {
             command_buffer: 256,
             max_message_size: 64 * 1024 * 1024,
             token_store: Arc::new(MemoryTokenStore::new()),
+            tls: None,
         }
     }
 }
@@ -141,6 +147,7 @@ impl std::fmt::Debug for ClientConfig {
             .field("event_buffer", &self.event_buffer)
             .field("command_buffer", &self.command_buffer)
             .field("max_message_size", &self.max_message_size)
+            .field("tls", &self.tls)
             .finish_non_exhaustive()
     }
 }

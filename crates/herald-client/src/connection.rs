@@ -20,33 +20,24 @@ use serde_json::Value;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_websockets::{
-    ClientBuilder, CloseCode, Connector, Limits, MaybeTlsStream, Message, WebSocketStream,
+    ClientBuilder, CloseCode, Limits, MaybeTlsStream, Message, WebSocketStream,
 };
 
 use crate::error::Error;
+use crate::tls::TlsConfig;
 
 /// The WebSocket of an open connection.
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-/// Checks and completes a server URL: `ws://` or `wss://` (the latter only
-/// when tokio-websockets was built with a TLS backend), with a host; an empty
-/// path becomes SocketCluster's `/socketcluster/`.
+/// Checks and completes a server URL: `ws://` or `wss://`, with a host; an
+/// empty path becomes SocketCluster's `/socketcluster/`.
 pub(crate) fn parse_url(url: &str) -> Result<Uri, Error> {
     let uri: Uri = url
         .parse()
         .map_err(|e| Error::InvalidUrl(format!("{url}: {e}")))?;
     let scheme = uri.scheme_str().unwrap_or_default();
     match scheme {
-        "ws" => {}
-        "wss" => {
-            // Without a TLS backend, tokio-websockets would silently speak
-            // plain TCP to a wss:// URL. Refuse instead.
-            if matches!(Connector::new(), Ok(Connector::Plain)) {
-                return Err(Error::InvalidUrl(format!(
-                    "{url}: wss:// needs a TLS feature of tokio-websockets, which this build lacks"
-                )));
-            }
-        }
+        "ws" | "wss" => {}
         _ => {
             return Err(Error::InvalidUrl(format!(
                 "{url}: the scheme must be ws:// or wss://"
@@ -142,19 +133,30 @@ impl Failure {
     }
 }
 
-/// Connects, upgrades and handshakes (sending `token` and call id `cid`).
-/// Not bounded in time: the caller applies the connect timeout.
+/// Connects, upgrades and handshakes (sending `token` and call id `cid`),
+/// through TLS with `tls` for a `wss://` URL. Not bounded in time: the
+/// caller applies the connect timeout.
 pub(crate) async fn open(
     uri: &Uri,
     max_message_size: usize,
     cid: u64,
     token: Option<&str>,
+    tls: Option<&TlsConfig>,
 ) -> Result<Opened, Failure> {
-    let (mut ws, _response) = ClientBuilder::from_uri(uri.clone())
-        .limits(Limits::default().max_payload_len(Some(max_message_size)))
-        .connect()
-        .await
-        .map_err(Failure::hung_up)?;
+    // tokio-websockets would speak plain TCP to a wss:// URL without a
+    // connector: there always is one (the builder puts the system roots in
+    // the config when none was given).
+    let connector = match (uri.scheme_str(), tls) {
+        (Some("wss"), Some(tls)) => Some(tls.connector().map_err(Failure::hung_up)?),
+        (Some("wss"), None) => return Err(Failure::new(1006, "wss:// without TLS settings")),
+        _ => None,
+    };
+    let mut builder = ClientBuilder::from_uri(uri.clone())
+        .limits(Limits::default().max_payload_len(Some(max_message_size)));
+    if let Some(connector) = &connector {
+        builder = builder.connector(connector);
+    }
+    let (mut ws, _response) = builder.connect().await.map_err(Failure::hung_up)?;
     let cid = herald_protocol::Cid::from(cid);
     ws.send(text(outbound::handshake_request(&cid, token)))
         .await
@@ -266,8 +268,8 @@ mod tests {
         for bad in ["http://h/", "h:80", "", "ws:///x", "not a url"] {
             assert!(matches!(parse_url(bad), Err(Error::InvalidUrl(_))), "{bad}");
         }
-        // This build has no TLS backend: wss must be refused, not downgraded.
-        assert!(matches!(parse_url("wss://h/"), Err(Error::InvalidUrl(_))));
+        let u = parse_url("wss://h:8443").unwrap();
+        assert_eq!(u.to_string(), "wss://h:8443/socketcluster/");
     }
 
     #[test]

@@ -13,9 +13,13 @@ use herald_protocol::ErrorPayload;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The URL is not a usable `ws://` (or, with TLS support, `wss://`) URL.
+    /// The URL is not a usable `ws://` or `wss://` URL.
     #[error("invalid URL: {0}")]
     InvalidUrl(String),
+    /// The TLS settings cannot be used (no root certificate to trust, an
+    /// unreadable PEM).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// No reply arrived within the ack timeout (or the connect timeout).
     #[error("timed out waiting for a reply")]
     Timeout,

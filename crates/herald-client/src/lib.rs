@@ -115,6 +115,7 @@ mod presence;
 mod queue;
 mod subscription;
 mod task;
+mod tls;
 mod token_store;
 
 pub use builder::ClientBuilder;
@@ -129,4 +130,5 @@ pub use herald_protocol::ext::{ClientInfo, PresenceEvent, PresenceStats, StreamP
 pub use history::{History, HistoryOptions};
 pub use presence::{PresenceChange, PresenceEvents};
 pub use subscription::{Publication, Subscription, SubscriptionError};
+pub use tls::TlsConfig;
 pub use token_store::{FileTokenStore, MemoryTokenStore, TokenStore, decode_claims};

@@ -270,3 +270,12 @@ pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
             },
         )
 }
+
+/// A fresh self-signed certificate for `localhost` and `127.0.0.1`, as PEM
+/// texts: the certificate (also the root a test client trusts) and its
+/// private key. For the TLS tests (`herald-testcert` writes them to files).
+pub fn self_signed_certificate() -> anyhow::Result<(String, String)> {
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
+}

@@ -18,6 +18,7 @@ use herald_protocol::error::{ErrorPayload, names};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::socket::Socket;
 
@@ -72,6 +73,8 @@ where
     let unit = std::any::TypeId::of::<T>() == std::any::TypeId::of::<()>();
     Arc::new(move |req: Request| {
         let name = req.procedure.clone();
+        // Every line the procedure logs names its socket.
+        let span = socket_span(&req.socket);
         let fut = f(req);
         async move {
             match std::panic::AssertUnwindSafe(fut).catch_unwind().await {
@@ -87,6 +90,7 @@ where
                 }
             }
         }
+        .instrument(span)
         .boxed()
     })
 }
@@ -99,6 +103,7 @@ where
 {
     Arc::new(move |msg: Message| {
         let event = msg.event.clone();
+        let span = socket_span(&msg.socket);
         let fut = f(msg);
         async move {
             if std::panic::AssertUnwindSafe(fut)
@@ -109,6 +114,14 @@ where
                 tracing::error!(%event, "receiver panicked");
             }
         }
+        .instrument(span)
         .boxed()
     })
+}
+
+/// The span of a handler's task: its log lines carry the socket's id
+/// (`handler{socket=...}`), as the connection task's own lines carry it in
+/// their `socket` field.
+fn socket_span(socket: &Socket) -> tracing::Span {
+    tracing::info_span!("handler", socket = %socket.id())
 }

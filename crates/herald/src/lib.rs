@@ -44,6 +44,8 @@
 //! * [`cluster`]: messages to users on every node ([`Users`]), node
 //!   announcements ([`NodeInfo`]).
 //! * [`config`]: [`Config`], every timing and limit.
+//! * [`metrics`]: every metric's name and description, and `GET /metrics`
+//!   ([`metrics::Prometheus`]).
 //! * [`namespace`]: [`ChannelOptions`] per namespace: history, recovery,
 //!   presence, who may subscribe and publish.
 //! * `publish`, `subscribe` (internal): the one publishing path and the one
@@ -53,6 +55,7 @@
 //! * `registry` (internal): channel subscribers, fan-out, and each history
 //!   channel's order and gap repair.
 //! * `connection` (internal): the per-socket task.
+//! * [`tls`]: [`TlsConfig`], `wss://` on the server's own port.
 //! * `transport` (internal): the HTTP upgrade and WebSocket codec.
 //! * `status` (internal): `/herald/health`, `/herald/ready`, `/herald/info`.
 
@@ -64,6 +67,7 @@ pub mod cluster;
 pub mod config;
 mod connection;
 pub mod handler;
+pub mod metrics;
 pub mod middleware;
 pub mod namespace;
 mod presence;
@@ -74,6 +78,7 @@ pub mod server;
 pub mod socket;
 mod status;
 mod subscribe;
+pub mod tls;
 mod transport;
 
 pub use auth::{AuthEngine, AuthError, Claims};
@@ -95,3 +100,4 @@ pub use publish::PublishError;
 pub use reads::ReadError;
 pub use server::{ConfigError, Exchange, Server, ServerBuilder};
 pub use socket::{RequestInfo, SendError, Socket, SocketState};
+pub use tls::{TlsConfig, TlsError};

@@ -80,7 +80,7 @@ impl Presence {
                 .presence_add(&[record], server.config.presence_ttl)
                 .await
             {
-                tracing::warn!(channel = %channel, error = %e, "cannot record presence; the next refresh will");
+                tracing::warn!(socket = %socket.id(), channel = %channel, error = %e, "cannot record presence; the next refresh will");
             }
         }
         if join_leave {
@@ -120,7 +120,7 @@ impl Presence {
                 .presence_remove(channel, std::slice::from_ref(&record.client))
                 .await
         {
-            tracing::warn!(channel, error = %e, "cannot remove a presence entry; it expires by itself");
+            tracing::warn!(socket = %socket.id(), channel, error = %e, "cannot remove a presence entry; it expires by itself");
         }
         if ns.options.join_leave {
             let user = match &removed {
@@ -181,7 +181,7 @@ async fn publish_event(
 ) {
     let event = Publication::presence(kind, channel, socket.id(), user);
     if let Err(e) = server.registry.broker().publish(Arc::new(event)).await {
-        tracing::warn!(channel, error = %e, "cannot publish a join/leave event");
+        tracing::warn!(socket = %socket.id(), channel, error = %e, "cannot publish a join/leave event");
     }
 }
 

@@ -80,6 +80,7 @@ impl ServerInner {
         }
         let max = self.config.max_channel_name;
         if channel.len() > max {
+            crate::metrics::limit_violation(crate::metrics::Limit::ChannelName);
             return Err(ErrorPayload::new(
                 names::INVALID_ACTION,
                 format!("Channel name exceeds {max} bytes"),
@@ -128,15 +129,14 @@ impl ServerInner {
                     )));
                 }
                 let history = ns.history.clone();
-                return self
-                    .publish_checked(
-                        channel,
-                        self.publish_middleware(socket, channel, data).await?,
-                        history,
-                    )
-                    .await;
+                let data = self.publish_middleware(socket, channel, data).await?;
+                crate::metrics::published();
+                return self.publish_checked(channel, data, history).await;
             }
         };
+        if !matches!(origin, Origin::Control) {
+            crate::metrics::published();
+        }
         self.publish_checked(channel, data, history).await
     }
 
@@ -146,7 +146,6 @@ impl ServerInner {
         data: Option<Box<RawValue>>,
         history: Option<crate::broker::HistoryPolicy>,
     ) -> Result<Option<StreamPosition>, PublishError> {
-        metrics::counter!("herald_publications_total").increment(1);
         let broker = self.registry.broker();
         match history {
             Some(policy) => {

@@ -28,6 +28,7 @@ use crate::broker::{
 use crate::cluster::{self, Cluster, NodeInfo, Users};
 use crate::config::Config;
 use crate::handler::{self, BoxProcedure, BoxReceiver, Message, Request};
+use crate::metrics::ServerMetrics;
 use crate::middleware::{Middleware, PublishOutMiddleware};
 use crate::namespace::{ChannelOptions, Namespaces, UnknownNamespaces};
 use crate::presence::Presence;
@@ -58,6 +59,8 @@ pub(crate) struct ServerInner {
     pub(crate) cluster: Cluster,
     pub(crate) namespaces: Arc<Namespaces>,
     pub(crate) presence: Presence,
+    /// Hot-path counters, bound to the recorder installed at build time.
+    pub(crate) metrics: ServerMetrics,
 }
 
 /// The settings given to a [`ServerBuilder`] do not make a server.
@@ -290,6 +293,7 @@ impl ServerBuilder {
             .node_id
             .unwrap_or_else(|| format!("{:08x}", rand::random::<u32>()));
         tracing::info!(node_id = %node_id, broker = broker.name(), "herald node");
+        crate::metrics::describe();
         let inner = Arc::new(ServerInner {
             node_id: Arc::from(node_id),
             config: self.config,
@@ -308,6 +312,7 @@ impl ServerBuilder {
             cluster: Cluster::new(),
             namespaces,
             presence: Presence::default(),
+            metrics: ServerMetrics::new(),
         });
         let weak = Arc::downgrade(&inner);
         inner.registry.set_control(Box::new(move |publication| {
@@ -378,6 +383,18 @@ impl Server {
     /// [`Server::serve`] includes them.
     pub fn status_router<S: Clone + Send + Sync + 'static>(&self) -> axum::Router<S> {
         crate::status::router(self.clone())
+    }
+
+    /// `GET /metrics` in the Prometheus text format. Installs Herald's
+    /// Prometheus recorder as the process's global `metrics` recorder if
+    /// nothing did yet ([`crate::metrics::Prometheus::install`]; install it
+    /// before building the server, so that the server's hot-path counters
+    /// are bound to it). [`Server::serve`] includes the route once the
+    /// recorder is installed.
+    pub fn metrics_router<S: Clone + Send + Sync + 'static>(
+        &self,
+    ) -> Result<axum::Router<S>, crate::metrics::MetricsError> {
+        Ok(crate::metrics::Prometheus::install()?.router())
     }
 
     /// Publishes from server code.
@@ -466,17 +483,72 @@ impl Server {
     }
 
     /// Serves the endpoint on `listener` until `shutdown` completes, then
-    /// closes every socket (1001) and returns. The app's own routes can be
-    /// added by using [`Server::router`] with `axum::serve` instead.
+    /// closes every socket (1001) and returns. Also serves the status routes
+    /// ([`Server::status_router`]) and, once Herald's Prometheus recorder is
+    /// installed, `GET /metrics`. The app's own routes can be added by using
+    /// [`Server::router`] with `axum::serve` instead.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let app = self
-            .router::<()>()
-            .merge(self.status_router())
-            .into_make_service_with_connect_info::<SocketAddr>();
+        let (app, signal) = self.app(shutdown);
+        // Frames are batched by the connection task; Nagle's algorithm would
+        // only add delayed-ACK stalls (40 ms) to small writes.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .await?;
+        self.0.registry.broker().shutdown().await;
+        Ok(())
+    }
+
+    /// [`Server::serve`] over TLS: `wss://` for sockets, `https://` for the
+    /// status routes and `/metrics`. Each connection's TLS handshake runs
+    /// concurrently with the others and must finish within the
+    /// `handshake_timeout`.
+    pub async fn serve_tls(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: crate::TlsConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (app, signal) = self.app(shutdown);
+        let timeout = self.0.config.handshake_timeout;
+        // Frames are batched by the connection task; Nagle's algorithm would
+        // only add delayed-ACK stalls. (`tap_io` also gives axum the peer
+        // address of each connection.)
+        let listener = axum::serve::ListenerExt::tap_io(
+            crate::tls::TlsIncoming::new(listener, &tls, timeout),
+            |tls| {
+                let _ = tls.get_ref().0.set_nodelay(true);
+            },
+        );
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .await?;
+        self.0.registry.broker().shutdown().await;
+        Ok(())
+    }
+
+    /// The routes [`Server::serve`] answers, and the signal that ends it
+    /// (after closing every socket).
+    fn app(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> (axum::Router, impl Future<Output = ()> + Send + 'static) {
+        let mut app = self.router::<()>().merge(self.status_router());
+        if let Some(prometheus) = crate::metrics::Prometheus::installed() {
+            app = app.merge(prometheus.router());
+        }
         let token = self.0.shutdown.clone();
         let this = self.clone();
         let signal = async move {
@@ -486,16 +558,7 @@ impl Server {
             }
             this.close_sockets(Duration::from_secs(5)).await;
         };
-        // Frames are batched by the connection task; Nagle's algorithm would
-        // only add delayed-ACK stalls (40 ms) to small writes.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(signal)
-            .await?;
-        self.0.registry.broker().shutdown().await;
-        Ok(())
+        (app, signal)
     }
 
     /// Binds a listener for [`Server::serve`] with a long accept backlog
@@ -576,12 +639,12 @@ impl Exchange {
 impl ServerInner {
     pub(crate) fn register(&self, socket: Socket) {
         self.sockets.lock().insert(socket.0.key, socket);
-        metrics::gauge!("herald_sockets").increment(1.0);
+        crate::metrics::connections(1.0);
     }
 
     pub(crate) fn unregister(&self, socket: &SocketShared) {
         self.sockets.lock().remove(&socket.key);
-        metrics::gauge!("herald_sockets").decrement(1.0);
+        crate::metrics::connections(-1.0);
     }
 
     pub(crate) fn next_key(&self) -> u64 {

@@ -213,7 +213,7 @@ impl SocketShared {
         match self.tx.try_send(item) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("herald_slow_consumer_closes_total").increment(1);
+                crate::metrics::slow_consumer();
                 self.request_close(herald_protocol::close::SLOW_CONSUMER, None);
                 false
             }

@@ -124,7 +124,7 @@ impl ServerInner {
         {
             Ok(page) => page,
             Err(e) => {
-                tracing::warn!(channel, error = %e, "cannot read the channel's stream; subscribe refused");
+                tracing::warn!(socket = %socket.id(), channel, error = %e, "cannot read the channel's stream; subscribe refused");
                 self.unsubscribe(socket, channel).await;
                 let e = ErrorPayload::new(
                     names::BROKER,
@@ -137,12 +137,11 @@ impl ServerInner {
         self.registry.seed(channel, &page.position);
         let recovered = match &since {
             Some(since) if page.recovers(since) => {
-                metrics::counter!("herald_recoveries_total", "outcome" => "recovered").increment(1);
+                crate::metrics::recovery(true);
                 Some(page.publications)
             }
             _ if asked => {
-                metrics::counter!("herald_recoveries_total", "outcome" => "unrecoverable")
-                    .increment(1);
+                crate::metrics::recovery(false);
                 None
             }
             _ => None,

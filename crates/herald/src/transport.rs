@@ -83,22 +83,29 @@ fn plain(status: StatusCode, msg: &str) -> Response {
     (status, msg.to_owned()).into_response()
 }
 
+/// A request that is not a valid WebSocket upgrade.
+fn bad_request(status: StatusCode, msg: &str) -> Response {
+    crate::metrics::handshake_refused(crate::metrics::Refusal::BadRequest);
+    plain(status, msg)
+}
+
 async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
     let inner = &server.0;
     if inner.shutdown.is_cancelled() {
+        crate::metrics::handshake_refused(crate::metrics::Refusal::ShuttingDown);
         return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
     }
     let headers = req.headers();
     if !header_has_token(headers, header::UPGRADE, "websocket")
         || !header_has_token(headers, header::CONNECTION, "upgrade")
     {
-        return plain(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade");
+        return bad_request(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade");
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .is_none_or(|v| v.as_bytes() != b"13")
     {
-        let mut r = plain(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
+        let mut r = bad_request(StatusCode::BAD_REQUEST, "unsupported WebSocket version");
         r.headers_mut().insert(
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static("13"),
@@ -106,7 +113,7 @@ async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
         return r;
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return plain(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+        return bad_request(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
     };
     let accept = accept_key(key.as_bytes());
     let remote_addr = req
@@ -120,7 +127,7 @@ async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
     };
     for m in &inner.middleware {
         if let Err(rejection) = m.upgrade(&info).await {
-            metrics::counter!("herald_upgrades_rejected_total").increment(1);
+            crate::metrics::handshake_refused(crate::metrics::Refusal::UpgradeMiddleware);
             return plain(rejection.status, &rejection.message);
         }
     }

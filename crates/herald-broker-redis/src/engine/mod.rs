@@ -168,17 +168,21 @@ impl Engine {
     /// bounded by `publish_timeout`, failures counted and logged.
     async fn publish_request(&self, channel: &str, request: Request) -> Result<Value, BrokerError> {
         let limit = self.shared.options.publish_timeout;
+        // The error, and its reason label for the metrics.
         let outcome = if self.closed.load(Ordering::Relaxed) {
-            Err("broker shut down".to_owned())
+            Err(("shut_down", "broker shut down".to_owned()))
         } else {
             let run = self.exec.execute(std::slice::from_ref(&request));
             match tokio::time::timeout(limit, run).await {
-                Ok(mut results) => results.pop().unwrap_or_else(|| Err("no reply".to_owned())),
-                Err(_) => Err(format!("not accepted within {limit:?}")),
+                Ok(mut results) => results
+                    .pop()
+                    .unwrap_or_else(|| Err("no reply".to_owned()))
+                    .map_err(|e| ("error", e)),
+                Err(_) => Err(("timeout", format!("not accepted within {limit:?}"))),
             }
         };
-        outcome.map_err(|e| {
-            self.shared.telemetry.publish_failed();
+        outcome.map_err(|(reason, e)| {
+            self.shared.telemetry.publish_failed(reason);
             if request.is_script() {
                 self.shared.telemetry.script_failed();
             }

@@ -183,8 +183,10 @@ impl Task {
         let cid = self.cids.next();
         let max = self.config.max_message_size;
         let attempt_token = token.clone();
-        let attempt =
-            async move { connection::open(&uri, max, cid, attempt_token.as_deref()).await };
+        let tls = self.config.tls.clone();
+        let attempt = async move {
+            connection::open(&uri, max, cid, attempt_token.as_deref(), tls.as_ref()).await
+        };
         tokio::pin!(attempt);
         let deadline = sleep_until(Instant::now() + self.config.connect_timeout);
         tokio::pin!(deadline);

@@ -24,6 +24,7 @@
 //! so any name is safe, and the data is never escaped or re-encoded.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use herald_protocol::ext;
@@ -84,6 +85,10 @@ pub struct Publication {
     pub position: Option<StreamPosition>,
     /// The encoded delivery frame.
     pub frame: Bytes,
+    /// When this node built it: its own publish, or its receipt from the
+    /// broker. `herald_publish_write_latency_seconds` runs from here to the
+    /// write of each subscriber's frame.
+    pub received: Instant,
 }
 
 /// Why an envelope could not be read.
@@ -117,6 +122,7 @@ impl Publication {
             data,
             position,
             frame,
+            received: Instant::now(),
         }
     }
 
@@ -155,6 +161,7 @@ impl Publication {
             data: Some(data),
             position: None,
             frame,
+            received: Instant::now(),
         }
     }
 

@@ -21,6 +21,14 @@ use crate::socket::{AuthState, SocketState};
 impl Conn {
     /// Verifies a token and runs the authenticate middleware.
     pub(super) async fn verify(&self, token: &str) -> Result<Claims, ErrorPayload> {
+        let result = self.verify_token(token).await;
+        if let Err(e) = &result {
+            crate::metrics::auth_refused(&e.name);
+        }
+        result
+    }
+
+    async fn verify_token(&self, token: &str) -> Result<Claims, ErrorPayload> {
         let claims = self.server.auth.verify(token).map_err(|e| e.payload)?;
         for m in &self.server.middleware {
             m.authenticate(&self.socket, &claims).await?;
@@ -39,6 +47,7 @@ impl Conn {
 
     pub(super) async fn on_handshake(&mut self, cid: Option<Cid>, token: Option<String>) -> Flow {
         let Some(cid) = cid else {
+            crate::metrics::handshake_refused(crate::metrics::Refusal::Malformed);
             return Flow::Close(
                 close::HANDSHAKE_REJECTED,
                 "Handshake request was malformatted".into(),
@@ -60,6 +69,7 @@ impl Conn {
                     .and_then(|c| u16::try_from(c).ok())
                     .filter(|c| (4000..5000).contains(c))
                     .unwrap_or(close::HANDSHAKE_REJECTED);
+                crate::metrics::handshake_refused(crate::metrics::Refusal::HandshakeMiddleware);
                 self.send(outbound::reply_error(&cid, &e));
                 return Flow::Close(code, e.message);
             }
@@ -89,7 +99,7 @@ impl Conn {
             self.send(outbound::remove_auth_token());
         }
         if first {
-            metrics::counter!("herald_handshakes_total").increment(1);
+            crate::metrics::handshake();
             for hook in &self.server.on_connection {
                 tokio::spawn(hook(self.socket.clone()));
             }
@@ -191,7 +201,7 @@ impl Conn {
                     self.user = Some(user);
                 }
                 Err(e) => {
-                    tracing::warn!(%user, error = %e, "cannot subscribe to the user's messages");
+                    tracing::warn!(socket = %self.shared.id, error = %e, "cannot subscribe to the user's messages");
                 }
             }
         }

@@ -21,7 +21,7 @@ use crate::socket::Outbound;
 
 impl Conn {
     pub(super) fn on_malformed(&mut self, why: &str) -> Flow {
-        metrics::counter!("herald_malformed_frames_total").increment(1);
+        crate::metrics::malformed_frame();
         tracing::debug!(socket = %self.shared.id, why, "ignored a malformed frame");
         if !self.handshaken {
             // socketcluster-server's strict handshake: the first message must
@@ -31,12 +31,13 @@ impl Conn {
         if self.malformed.take() {
             Flow::Continue
         } else {
+            crate::metrics::limit_violation(crate::metrics::Limit::MalformedFrames);
             Flow::Close(close::INVALID_DATA, "Too many malformed frames".into())
         }
     }
 
     pub(super) async fn on_text(&mut self, text: &str) -> Flow {
-        metrics::counter!("herald_messages_received_total").increment(1);
+        self.server.metrics.message_in(text.len());
         if text.is_empty() && !self.handshaken {
             // A pong before the handshake (the server has not pinged yet).
             return before_handshake();
@@ -168,7 +169,7 @@ impl Conn {
             }
         }
         let Some(handler) = self.server.procedures.get(&request.procedure).cloned() else {
-            metrics::counter!("herald_unknown_procedures_total").increment(1);
+            crate::metrics::unknown_procedure();
             let e = ErrorPayload::new(
                 names::NO_SUCH_PROCEDURE,
                 format!("No procedure is registered for {}", request.procedure),
@@ -213,7 +214,7 @@ impl Conn {
                 Some(Ok(reply)) => outbound::reply_raw(&cid, Some(&reply)),
                 Some(Err(e)) => outbound::reply_error(&cid, &e),
                 None => {
-                    metrics::counter!("herald_unknown_procedures_total").increment(1);
+                    crate::metrics::unknown_procedure();
                     let e = ErrorPayload::new(
                         names::NO_SUCH_PROCEDURE,
                         format!("No procedure is registered for {procedure}"),
@@ -237,7 +238,7 @@ impl Conn {
             }
         }
         let Some(handler) = self.server.receivers.get(&request.event).cloned() else {
-            tracing::trace!(event = %request.event, "transmit without receiver");
+            tracing::trace!(socket = %self.shared.id, event = %request.event, "transmit without receiver");
             return;
         };
         let message = HandlerMessage {

@@ -193,7 +193,7 @@ impl Conn {
                     Some(Err(e)) => {
                         let (code, reason) = match &e {
                             tokio_websockets::Error::PayloadTooLong { .. } => {
-                                metrics::counter!("herald_oversized_frames_total").increment(1);
+                                crate::metrics::limit_violation(crate::metrics::Limit::MessageSize);
                                 (close::MESSAGE_TOO_BIG, close::reason(close::MESSAGE_TOO_BIG).to_owned())
                             }
                             tokio_websockets::Error::Protocol(_) => (close::PROTOCOL_ERROR, e.to_string()),
@@ -216,11 +216,12 @@ impl Conn {
                 }
                 _ = &mut liveness => {
                     if !self.handshaken {
+                        crate::metrics::handshake_refused(crate::metrics::Refusal::Timeout);
                         return close_ws(ws, close::HANDSHAKE_TIMEOUT, close::reason(close::HANDSHAKE_TIMEOUT).into()).await;
                     }
                     let deadline = self.last_inbound + cfg.ping_timeout;
                     if Instant::now() >= deadline {
-                        metrics::counter!("herald_pong_timeouts_total").increment(1);
+                        crate::metrics::pong_timeout();
                         return close_ws(ws, close::PONG_TIMEOUT, close::reason(close::PONG_TIMEOUT).into()).await;
                     }
                     liveness.as_mut().reset(deadline);
@@ -273,6 +274,7 @@ impl Conn {
         }
         self.shared.abort_invokes();
         self.server.unregister(&self.shared);
+        crate::metrics::disconnected(code);
         tracing::debug!(socket = %self.shared.id, code, %reason, "socket closed");
         if was_open {
             for hook in &self.server.on_disconnection {
@@ -301,6 +303,7 @@ impl Conn {
 
 /// The close for any message but `#handshake` before the handshake.
 fn before_handshake() -> Flow {
+    crate::metrics::handshake_refused(crate::metrics::Refusal::MessageBeforeHandshake);
     Flow::Close(
         close::MESSAGE_BEFORE_HANDSHAKE,
         close::reason(close::MESSAGE_BEFORE_HANDSHAKE).into(),

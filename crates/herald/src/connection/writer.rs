@@ -231,7 +231,7 @@ impl Conn {
                 .accept(item, &self.shared.channels, &mut ready)
                 .is_err()
             {
-                metrics::counter!("herald_slow_consumer_closes_total").increment(1);
+                crate::metrics::slow_consumer();
                 self.shared
                     .request_close(herald_protocol::close::SLOW_CONSUMER, None);
                 return Ok(());
@@ -245,30 +245,45 @@ impl Conn {
         if ready.is_empty() {
             return Ok(());
         }
-        let work = async {
-            for r in ready {
-                let frame = match r {
-                    Ready::Frame(f) => Some(f),
-                    Ready::Publication(p) => self.publish_out(&p).await,
-                };
-                if let Some(frame) = frame {
-                    ws.feed(Message::text(Payload::from(frame)))
-                        .await
-                        .map_err(|e| e.to_string())?;
+        // Messages and payload bytes written, for the metrics.
+        let (mut frames, mut bytes) = (0u64, 0u64);
+        let result = {
+            let work = async {
+                for r in &ready {
+                    let frame = match r {
+                        Ready::Frame(f) => Some(f.clone()),
+                        Ready::Publication(p) => self.publish_out(p).await,
+                    };
+                    if let Some(frame) = frame {
+                        frames += 1;
+                        bytes += frame.len() as u64;
+                        ws.feed(Message::text(Payload::from(frame)))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                }
+                ws.flush().await.map_err(|e| e.to_string())
+            };
+            tokio::pin!(work);
+            // Most batches complete without blocking: arm the write timer (a
+            // timer-wheel registration) only for a write that has to wait.
+            if let std::task::Poll::Ready(r) = futures_util::poll!(&mut work) {
+                r
+            } else {
+                match tokio::time::timeout(write_timeout, work).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("write blocked for more than {write_timeout:?}")),
                 }
             }
-            ws.flush().await.map_err(|e| e.to_string())
         };
-        tokio::pin!(work);
-        // Most batches complete without blocking: arm the write timer (a
-        // timer-wheel registration) only for a write that has to wait.
-        if let std::task::Poll::Ready(r) = futures_util::poll!(&mut work) {
-            return r;
+        if result.is_ok() {
+            let publications = ready.iter().filter_map(|r| match r {
+                Ready::Publication(p) => Some(p.received),
+                Ready::Frame(_) => None,
+            });
+            self.server.metrics.written(frames, bytes, publications);
         }
-        match tokio::time::timeout(write_timeout, work).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("write blocked for more than {write_timeout:?}")),
-        }
+        result
     }
 
     /// Writes whatever is queued, within the close grace period.

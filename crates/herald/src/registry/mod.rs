@@ -368,6 +368,7 @@ impl Registry {
                 return Ok(());
             }
             if limit > 0 && channels.len() >= limit {
+                crate::metrics::limit_violation(crate::metrics::Limit::ChannelsPerSocket);
                 return Err(ErrorPayload::new(
                     names::INVALID_ACTION,
                     format!(
@@ -380,10 +381,18 @@ impl Registry {
             channels.insert(name.clone());
             name
         };
+        crate::metrics::subscriptions(1.0);
         let broker_state = {
             let mut shard = self.shard(channel).write();
             let entry = shard.entry(name.clone()).or_insert_with(Channel::new);
-            entry.subscribers.insert(socket.key, socket.clone());
+            if entry
+                .subscribers
+                .insert(socket.key, socket.clone())
+                .is_none()
+                && entry.subscribers.len() == 1
+            {
+                crate::metrics::channels(1.0);
+            }
             entry.broker_state.clone()
         };
         if let Err(e) = self.sync_broker(&name, &broker_state).await {
@@ -396,15 +405,21 @@ impl Registry {
                 format!("Failed to subscribe socket to the {channel} channel - {e}"),
             ));
         }
-        metrics::counter!("herald_subscriptions_total").increment(1);
+        crate::metrics::subscribed();
         Ok(())
     }
 
     fn remove_local(&self, socket: &SocketShared, channel: &str) -> bool {
         let removed = socket.channels.lock().remove(channel);
+        if removed {
+            crate::metrics::subscriptions(-1.0);
+        }
         let mut shard = self.shard(channel).write();
-        if let Some(entry) = shard.get_mut(channel) {
-            entry.subscribers.remove(&socket.key);
+        if let Some(entry) = shard.get_mut(channel)
+            && entry.subscribers.remove(&socket.key).is_some()
+            && entry.subscribers.is_empty()
+        {
+            crate::metrics::channels(-1.0);
         }
         removed
     }
@@ -477,9 +492,6 @@ fn fan_out(channel: &Channel, publication: &Arc<Publication>) -> usize {
         }
     }
     let total = channel.subscribers.len();
-    metrics::counter!("herald_deliveries_total").increment(delivered as u64);
-    if delivered < total {
-        metrics::counter!("herald_deliveries_dropped_total").increment((total - delivered) as u64);
-    }
+    crate::metrics::fanned_out(delivered, total - delivered);
     delivered
 }

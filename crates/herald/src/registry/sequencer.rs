@@ -162,7 +162,7 @@ impl Cursor {
         };
         if last.epoch == pos.epoch {
             if pos.offset <= last.offset {
-                metrics::counter!("herald_history_duplicates_dropped_total").increment(1);
+                crate::metrics::history_duplicate();
                 return (Vec::new(), None);
             }
             if pos.offset == last.offset + 1 {
@@ -216,10 +216,10 @@ impl Cursor {
         };
         let mut steps = Vec::new();
         if fetched.complete {
-            metrics::counter!("herald_gap_repairs_total").increment(1);
+            crate::metrics::gap_repaired();
             self.last = Some(repair.since.clone());
         } else {
-            metrics::counter!("herald_gap_unrepairable_total").increment(1);
+            crate::metrics::gap_unrepairable();
             let resume = fetched
                 .publications
                 .first()
@@ -292,7 +292,7 @@ impl Cursor {
     }
 
     fn give_up(&mut self, extra: Option<Arc<Publication>>) -> Vec<Step> {
-        metrics::counter!("herald_gap_unrepairable_total").increment(1);
+        crate::metrics::gap_unrepairable();
         let mut held = self.repair.take().map(|r| r.held).unwrap_or_default();
         held.extend(extra);
         self.again = false;

@@ -6,7 +6,7 @@
 //       for the fixture server; both run as
 //       `<bin> serve --listen 127.0.0.1:<port> --auth-secret <S> [--ping-interval ..]
 //        [--ping-timeout ..] [--max-payload BYTES]` and print a line containing
-//       `ws://127.0.0.1:<port>/socketcluster/`.
+//       `ws://127.0.0.1:<port>/socketcluster/` (`wss://` with --tls-cert).
 //   'reference': ../../reference/sc-server.js (the real socketcluster-server@20),
 //       configured through env PORT, AUTH_KEY, PING_INTERVAL, PING_TIMEOUT,
 //       MAX_PAYLOAD; prints `listening <port>`.
@@ -57,7 +57,7 @@ function buildCommand(opts) {
       file: process.execPath,
       args: [REFERENCE_SCRIPT],
       env,
-      portRegex: /listening (\d+)/,
+      portRegex: /()listening (\d+)/,
     };
   }
   const file = opts.kind === 'plain' ? HERALD_BIN : HERALD_FIXTURE_BIN;
@@ -73,7 +73,7 @@ function buildCommand(opts) {
   if (opts.pingTimeout != null) args.push('--ping-timeout', formatDuration(opts.pingTimeout));
   if (opts.maxPayload != null) args.push('--max-payload', String(opts.maxPayload));
   if (opts.extraArgs) args.push(...opts.extraArgs);
-  return {file, args, env: process.env, portRegex: /ws:\/\/[^:]+:(\d+)/};
+  return {file, args, env: process.env, portRegex: /(wss?):\/\/[^:]+:(\d+)/};
 }
 
 /**
@@ -150,8 +150,8 @@ async function startServer(t, opts = {}) {
         proc.stdout.removeListener('data', onData);
         // Keep draining stdout so the child never blocks on a full pipe.
         proc.stdout.on('data', () => {});
-        server.port = Number(m[1]);
-        server.url = `ws://127.0.0.1:${server.port}/socketcluster/`;
+        server.port = Number(m[2]);
+        server.url = `${m[1] || 'ws'}://127.0.0.1:${server.port}/socketcluster/`;
         resolve();
       }
     };

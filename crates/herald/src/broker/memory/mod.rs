@@ -88,7 +88,7 @@ impl Broker for MemoryBroker {
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(sweep(Arc::downgrade(&self.inner)));
         }
-        metrics::gauge!("herald_broker_up", "broker" => "memory").set(1.0);
+        crate::metrics::broker_up("memory", true);
     }
 
     async fn subscribe(&self, _channel: &str) -> Result<(), BrokerError> {
