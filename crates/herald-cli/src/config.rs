@@ -40,6 +40,29 @@ pub struct FileConfig {
     pub max_payload: Option<usize>,
     /// Outbound queue capacity per socket, frames.
     pub outbound_queue: Option<usize>,
+    /// Outbound queue capacity per socket, bytes.
+    pub outbound_queue_bytes: Option<usize>,
+    /// Inbound messages per second per socket (0 = unlimited).
+    pub inbound_rate: Option<u32>,
+    /// Inbound messages in a burst above the rate.
+    pub inbound_burst: Option<u32>,
+    /// Invokes and transmits in flight per socket (0 = unlimited).
+    pub max_in_flight: Option<usize>,
+    /// Sockets per node (0 = unlimited).
+    pub max_connections: Option<usize>,
+    /// Sockets per peer address (0 = unlimited).
+    pub max_connections_per_ip: Option<usize>,
+    /// Sockets per user and node (0 = unlimited).
+    pub max_connections_per_user: Option<usize>,
+    /// Upgrades per second (0 = unlimited).
+    pub handshake_rate: Option<u32>,
+    /// Upgrades in a burst above the rate.
+    pub handshake_burst: Option<u32>,
+    /// Origins browsers may connect from (empty: any).
+    pub allowed_origins: Option<Vec<String>>,
+    /// How long running procedures may take on shutdown.
+    #[serde(default, with = "humantime_serde")]
+    pub drain_timeout: Option<Duration>,
     /// Most channels per socket (0 = unlimited).
     pub socket_channel_limit: Option<usize>,
     /// Longest channel name, bytes.
@@ -190,6 +213,17 @@ impl FileConfig {
             ack_timeout,
             max_payload,
             outbound_queue,
+            outbound_queue_bytes,
+            inbound_rate,
+            inbound_burst,
+            max_in_flight,
+            max_connections,
+            max_connections_per_ip,
+            max_connections_per_user,
+            handshake_rate,
+            handshake_burst,
+            allowed_origins,
+            drain_timeout,
             socket_channel_limit,
             max_channel_name,
             allow_client_publish,
@@ -225,6 +259,17 @@ mod tests {
             ping_timeout = "2500ms"
             max_payload = 1024
             allow_client_publish = false
+            outbound_queue_bytes = 65536
+            inbound_rate = 50
+            inbound_burst = 60
+            max_in_flight = 8
+            max_connections = 10
+            max_connections_per_ip = 3
+            max_connections_per_user = 2
+            handshake_rate = 100
+            handshake_burst = 200
+            allowed_origins = ["https://app.example.com", "https://*.example.org"]
+            drain_timeout = "3s"
             "#,
         )
         .unwrap();
@@ -234,6 +279,20 @@ mod tests {
         assert_eq!(config.path, "/ws/");
         assert!(!config.allow_client_publish);
         assert_eq!(c.listen.unwrap().port(), 9000);
+        assert_eq!(config.outbound_queue_bytes, 65536);
+        assert_eq!((config.inbound_rate, config.inbound_burst), (50, 60));
+        assert_eq!(config.max_in_flight, 8);
+        assert_eq!(
+            (
+                config.max_connections,
+                config.max_connections_per_ip,
+                config.max_connections_per_user
+            ),
+            (10, 3, 2)
+        );
+        assert_eq!((config.handshake_rate, config.handshake_burst), (100, 200));
+        assert_eq!(config.allowed_origins.len(), 2);
+        assert_eq!(config.drain_timeout, Duration::from_secs(3));
     }
 
     #[test]

@@ -146,8 +146,8 @@ async fn serves_then_exits_cleanly_on(signal: &str) {
     herald.signal(signal);
     assert_eq!(
         close_code(&mut ws).await,
-        1001,
-        "sockets are closed as going away"
+        1012,
+        "sockets are told the server restarts"
     );
     assert_eq!(herald.exit_code().await, Some(0));
 }
@@ -225,8 +225,8 @@ async fn auth_secret_from_the_environment_verifies_tokens() {
     );
 
     herald.signal("TERM");
-    assert_eq!(close_code(&mut ws).await, 1001);
-    assert_eq!(close_code(&mut ws2).await, 1001);
+    assert_eq!(close_code(&mut ws).await, 1012);
+    assert_eq!(close_code(&mut ws2).await, 1012);
     assert_eq!(herald.exit_code().await, Some(0));
 }
 
@@ -275,7 +275,7 @@ recover = true
     let refused = next_frame(&mut ws).await;
     assert_eq!(refused["error"]["name"], "ForbiddenError", "{refused}");
     herald.signal("TERM");
-    assert_eq!(close_code(&mut ws).await, 1001);
+    assert_eq!(close_code(&mut ws).await, 1012);
     assert_eq!(herald.exit_code().await, Some(0));
 }
 

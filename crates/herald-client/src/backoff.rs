@@ -69,6 +69,13 @@ impl Backoff {
         jitter(ceiling, &mut rand::rng())
     }
 
+    /// A delay within the initial delay (full jitter), counted as a failure
+    /// so that the next delay grows if this attempt fails too.
+    pub(crate) fn first_delay(&mut self) -> Duration {
+        self.failures = self.failures.max(1);
+        jitter(Self::ceiling(&self.policy, 0), &mut rand::rng())
+    }
+
     /// Counts a failure without waiting (a reconnect that goes out at once,
     /// e.g. after a ping timeout), so that the next delay still grows.
     pub(crate) fn skip(&mut self) {

@@ -10,6 +10,9 @@
 //! Kept apart from the task so that the steps of an attempt and the timer's
 //! arithmetic can be read (and tested) on their own.
 
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -17,17 +20,110 @@ use herald_protocol::inbound::{self, Message as Inbound, Packet};
 use herald_protocol::{ErrorPayload, close, defaults, outbound};
 use http::Uri;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_websockets::{
-    ClientBuilder, CloseCode, Limits, MaybeTlsStream, Message, WebSocketStream,
+    ClientBuilder, CloseCode, Connector, Limits, MaybeTlsStream, Message, WebSocketStream,
 };
 
 use crate::error::Error;
 use crate::tls::TlsConfig;
 
 /// The WebSocket of an open connection.
-pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub(crate) type Ws = WebSocketStream<Recorded<MaybeTlsStream<TcpStream>>>;
+
+/// Most bytes of the server's upgrade response kept to read a refusal's
+/// `Retry-After`.
+const HEAD_BYTES: usize = 4096;
+
+/// A stream that keeps a copy of the first bytes it reads: the HTTP
+/// response to the upgrade. tokio-websockets reports a refused upgrade by
+/// its status alone, and admission control's `Retry-After` header is in
+/// the response; once the upgrade is done the copy is dropped and reads
+/// pass straight through.
+pub(crate) struct Recorded<S> {
+    inner: S,
+    head: Option<Arc<Mutex<Vec<u8>>>>,
+}
+
+impl<S> Recorded<S> {
+    fn new(inner: S, head: Arc<Mutex<Vec<u8>>>) -> Self {
+        Self {
+            inner,
+            head: Some(head),
+        }
+    }
+
+    /// Stops recording and drops what was kept.
+    fn stop(&mut self) {
+        self.head = None;
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Recorded<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        let poll = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let (Poll::Ready(Ok(())), Some(head)) = (&poll, &this.head) {
+            let mut head = head.lock().unwrap_or_else(|e| e.into_inner());
+            let new = &buf.filled()[before..];
+            let room = HEAD_BYTES.saturating_sub(head.len());
+            head.extend_from_slice(&new[..new.len().min(room)]);
+        }
+        poll
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Recorded<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// The `Retry-After` of an HTTP response head (delay in seconds; an HTTP
+/// date is not used by Herald and is ignored).
+fn retry_after_of(head: &[u8]) -> Option<Duration> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    response.parse(head).ok()?;
+    let value = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("retry-after"))?
+        .value;
+    let secs: u64 = std::str::from_utf8(value).ok()?.trim().parse().ok()?;
+    Some(Duration::from_secs(secs))
+}
 
 /// Checks and completes a server URL: `ws://` or `wss://`, with a host; an
 /// empty path becomes SocketCluster's `/socketcluster/`.
@@ -112,18 +208,27 @@ pub(crate) struct Opened {
     pub(crate) early: Vec<String>,
 }
 
-/// Why an attempt failed, as a close code and reason.
+/// Why an attempt failed, as a close code and reason, and the delay the
+/// server asked for before the next attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Failure {
     pub(crate) code: u16,
     pub(crate) reason: String,
+    /// Admission control's `Retry-After` (HTTP 503/429), or the delay of a
+    /// 1013 close (`retry after N`).
+    pub(crate) retry_after: Option<Duration>,
 }
 
 impl Failure {
     pub(crate) fn new(code: u16, reason: impl Into<String>) -> Self {
+        let reason = reason.into();
+        let retry_after = (code == close::TRY_AGAIN_LATER)
+            .then(|| close::parse_retry_after(&reason).map(Duration::from_secs))
+            .flatten();
         Self {
             code,
-            reason: reason.into(),
+            reason,
+            retry_after,
         }
     }
 
@@ -151,12 +256,46 @@ pub(crate) async fn open(
         (Some("wss"), None) => return Err(Failure::new(1006, "wss:// without TLS settings")),
         _ => None,
     };
-    let mut builder = ClientBuilder::from_uri(uri.clone())
+    let builder = ClientBuilder::from_uri(uri.clone())
         .limits(Limits::default().max_payload_len(Some(max_message_size)));
-    if let Some(connector) = &connector {
-        builder = builder.connector(connector);
-    }
-    let (mut ws, _response) = builder.connect().await.map_err(Failure::hung_up)?;
+    // Connected here rather than by `builder.connect()` so that the
+    // response head can be recorded (see [`Recorded`]).
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") { 443 } else { 80 });
+    let tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(Failure::hung_up)?;
+    let _ = tcp.set_nodelay(true);
+    let stream = connector
+        .as_ref()
+        .unwrap_or(&Connector::Plain)
+        .wrap(host, tcp)
+        .await
+        .map_err(Failure::hung_up)?;
+    let head = Arc::new(Mutex::new(Vec::new()));
+    let mut ws = match builder.connect_on(Recorded::new(stream, head.clone())).await {
+        Ok((ws, _response)) => ws,
+        Err(e) => {
+            let mut failure = Failure::hung_up(&e);
+            if let tokio_websockets::Error::Upgrade(
+                tokio_websockets::upgrade::Error::DidNotSwitchProtocols(status @ (503 | 429)),
+            ) = e
+            {
+                failure.code = close::TRY_AGAIN_LATER;
+                failure.reason = format!("upgrade refused with HTTP {status}");
+                let head = head.lock().unwrap_or_else(|e| e.into_inner());
+                failure.retry_after = retry_after_of(&head);
+            }
+            return Err(failure);
+        }
+    };
+    ws.get_mut().stop();
     let cid = herald_protocol::Cid::from(cid);
     ws.send(text(outbound::handshake_request(&cid, token)))
         .await
@@ -256,6 +395,14 @@ impl Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_is_read_from_a_refused_upgrade() {
+        let head = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\nretry-after: 12\r\ncontent-length: 4\r\n\r\nbusy";
+        assert_eq!(retry_after_of(head), Some(Duration::from_secs(12)));
+        assert_eq!(retry_after_of(b"HTTP/1.1 503 x\r\n\r\n"), None);
+        assert_eq!(retry_after_of(b"garbage"), None);
+    }
 
     #[test]
     fn urls_are_checked_and_completed() {

@@ -17,6 +17,13 @@ pub const INVALID_DATA: u16 = 1003;
 pub const MESSAGE_TOO_BIG: u16 = 1009;
 /// The server hit an unexpected condition.
 pub const INTERNAL_ERROR: u16 = 1011;
+/// The server is draining (restarting or stopping): reconnect, to another
+/// node or to this one once it is back. Sent to every socket on SIGTERM.
+pub const SERVICE_RESTART: u16 = 1012;
+/// Admission control refused a browser's connection (a browser cannot read
+/// an HTTP 503's `Retry-After`): the reason is `retry after N`, N in
+/// seconds. See [`retry_after_reason`] and [`parse_retry_after`].
+pub const TRY_AGAIN_LATER: u16 = 1013;
 /// Server ping timed out (sent by clients that see no ping).
 pub const PING_TIMEOUT: u16 = 4000;
 /// No pong (nor any frame) arrived within the ping timeout.
@@ -33,6 +40,22 @@ pub const HANDSHAKE_REJECTED: u16 = 4008;
 pub const MESSAGE_BEFORE_HANDSHAKE: u16 = 4009;
 /// Herald: the socket's bounded outbound queue overflowed (slow consumer).
 pub const SLOW_CONSUMER: u16 = 4100;
+/// Herald: the socket kept sending more messages per second than its
+/// inbound rate allows (for longer than the throttling grace period).
+pub const INBOUND_RATE: u16 = 4101;
+/// Herald: the socket's user already holds the most connections a node
+/// allows one user.
+pub const USER_CONNECTIONS: u16 = 4102;
+
+/// The close reason of [`TRY_AGAIN_LATER`]: `retry after N`.
+pub fn retry_after_reason(seconds: u64) -> String {
+    format!("retry after {seconds}")
+}
+
+/// The delay in seconds a [`TRY_AGAIN_LATER`] close reason asks for.
+pub fn parse_retry_after(reason: &str) -> Option<u64> {
+    reason.strip_prefix("retry after ")?.trim().parse().ok()
+}
 
 /// The human reason sent with a close code, as socketcluster-server words it
 /// (`sc-errors` `socketProtocolErrorStatuses`), plus Herald's own codes.
@@ -51,6 +74,8 @@ pub fn reason(code: u16) -> &'static str {
             "Client ended the connection because the server did not comply with extension requirements"
         }
         INTERNAL_ERROR => "Server encountered an unexpected fatal condition",
+        SERVICE_RESTART => "Server is restarting: reconnect",
+        TRY_AGAIN_LATER => "Server is busy: try again later",
         PING_TIMEOUT => "Server ping timed out",
         PONG_TIMEOUT => "Client pong timed out",
         AUTH_SIGN_FAILED => "Server failed to sign auth token",
@@ -62,6 +87,8 @@ pub fn reason(code: u16) -> &'static str {
         HANDSHAKE_REJECTED => "Server rejected handshake from client",
         MESSAGE_BEFORE_HANDSHAKE => "Server received a message before the client handshake",
         SLOW_CONSUMER => "Slow consumer: the socket's outbound queue overflowed",
+        INBOUND_RATE => "Too many messages: the socket exceeded its inbound rate",
+        USER_CONNECTIONS => "Too many connections for this user",
         _ => "",
     }
 }
@@ -82,5 +109,12 @@ mod tests {
             assert!(!reason(code).is_empty(), "{code}");
         }
         assert_eq!(reason(4999), "");
+    }
+
+    #[test]
+    fn retry_after_reasons_round_trip() {
+        assert_eq!(parse_retry_after(&retry_after_reason(7)), Some(7));
+        assert_eq!(parse_retry_after("retry after x"), None);
+        assert_eq!(parse_retry_after("Socket hung up"), None);
     }
 }

@@ -40,6 +40,9 @@ pub mod names {
     /// Herald: a handler failed in an unexpected way (details are logged,
     /// not sent).
     pub const INTERNAL: &str = "InternalServerError";
+    /// Herald: the socket has `max_in_flight` invokes running already; it
+    /// must wait for their replies before invoking more.
+    pub const IN_FLIGHT_LIMIT: &str = "InFlightLimitError";
 }
 
 /// An error as exchanged on the wire: a `name`, a `message` and any other

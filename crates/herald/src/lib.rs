@@ -61,6 +61,7 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 pub mod auth;
 pub mod broker;
 pub mod cluster;
@@ -72,7 +73,9 @@ pub mod middleware;
 pub mod namespace;
 mod presence;
 mod publish;
+mod queue;
 mod reads;
+mod serve;
 mod registry;
 pub mod server;
 pub mod socket;

@@ -70,12 +70,23 @@ pub(crate) fn forbidden(rule: Rule, action: &str, channel: &str) -> ErrorPayload
 
 impl ServerInner {
     /// Checks a channel name a client or server code gave: not reserved, not
-    /// longer than `max_channel_name`.
+    /// empty, no control characters (but tab, CR, LF), not longer than
+    /// `max_channel_name`.
     pub(crate) fn check_channel_name(&self, channel: &str) -> Result<(), ErrorPayload> {
         if channel.starts_with(RESERVED_PREFIX) {
             return Err(ErrorPayload::new(
                 names::INVALID_ACTION,
                 format!("Channel names starting with {RESERVED_PREFIX} are reserved"),
+            ));
+        }
+        // Tabs and line breaks are allowed (socketcluster allows any
+        // string); NUL and the other control characters are not.
+        let bad = |c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r');
+        if channel.is_empty() || channel.chars().any(bad) {
+            crate::metrics::limit_violation(crate::metrics::Limit::ChannelName);
+            return Err(ErrorPayload::new(
+                names::INVALID_ACTION,
+                "Channel names must be non-empty, without control characters but tab and line breaks",
             ));
         }
         let max = self.config.max_channel_name;

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,6 +20,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admission::Admission;
 use crate::auth::AuthEngine;
 use crate::broker::{
     Broker, ClientInfo, HistoryPage, HistoryQuery, MemoryBroker, PresenceStats, StreamPosition,
@@ -61,6 +61,8 @@ pub(crate) struct ServerInner {
     pub(crate) presence: Presence,
     /// Hot-path counters, bound to the recorder installed at build time.
     pub(crate) metrics: ServerMetrics,
+    /// Connection limits and the handshake budget.
+    pub(crate) admission: Admission,
 }
 
 /// The settings given to a [`ServerBuilder`] do not make a server.
@@ -294,7 +296,9 @@ impl ServerBuilder {
             .unwrap_or_else(|| format!("{:08x}", rand::random::<u32>()));
         tracing::info!(node_id = %node_id, broker = broker.name(), "herald node");
         crate::metrics::describe();
+        let admission = Admission::new(&self.config);
         let inner = Arc::new(ServerInner {
+            admission,
             node_id: Arc::from(node_id),
             config: self.config,
             auth,
@@ -482,120 +486,6 @@ impl Server {
         self.0.registry.channel_count()
     }
 
-    /// Serves the endpoint on `listener` until `shutdown` completes, then
-    /// closes every socket (1001) and returns. Also serves the status routes
-    /// ([`Server::status_router`]) and, once Herald's Prometheus recorder is
-    /// installed, `GET /metrics`. The app's own routes can be added by using
-    /// [`Server::router`] with `axum::serve` instead.
-    pub async fn serve(
-        self,
-        listener: tokio::net::TcpListener,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let (app, signal) = self.app(shutdown);
-        // Frames are batched by the connection task; Nagle's algorithm would
-        // only add delayed-ACK stalls (40 ms) to small writes.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal)
-        .await?;
-        self.0.registry.broker().shutdown().await;
-        Ok(())
-    }
-
-    /// [`Server::serve`] over TLS: `wss://` for sockets, `https://` for the
-    /// status routes and `/metrics`. Each connection's TLS handshake runs
-    /// concurrently with the others and must finish within the
-    /// `handshake_timeout`.
-    pub async fn serve_tls(
-        self,
-        listener: tokio::net::TcpListener,
-        tls: crate::TlsConfig,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
-        let (app, signal) = self.app(shutdown);
-        let timeout = self.0.config.handshake_timeout;
-        // Frames are batched by the connection task; Nagle's algorithm would
-        // only add delayed-ACK stalls. (`tap_io` also gives axum the peer
-        // address of each connection.)
-        let listener = axum::serve::ListenerExt::tap_io(
-            crate::tls::TlsIncoming::new(listener, &tls, timeout),
-            |tls| {
-                let _ = tls.get_ref().0.set_nodelay(true);
-            },
-        );
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal)
-        .await?;
-        self.0.registry.broker().shutdown().await;
-        Ok(())
-    }
-
-    /// The routes [`Server::serve`] answers, and the signal that ends it
-    /// (after closing every socket).
-    fn app(
-        &self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> (axum::Router, impl Future<Output = ()> + Send + 'static) {
-        let mut app = self.router::<()>().merge(self.status_router());
-        if let Some(prometheus) = crate::metrics::Prometheus::installed() {
-            app = app.merge(prometheus.router());
-        }
-        let token = self.0.shutdown.clone();
-        let this = self.clone();
-        let signal = async move {
-            tokio::select! {
-                _ = shutdown => {},
-                _ = token.cancelled() => {},
-            }
-            this.close_sockets(Duration::from_secs(5)).await;
-        };
-        (app, signal)
-    }
-
-    /// Binds a listener for [`Server::serve`] with a long accept backlog
-    /// (4096, capped by the kernel's `somaxconn`), so that thousands of
-    /// clients reconnecting at once after a restart wait in the queue instead
-    /// of in TCP retransmission timeouts.
-    pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(4096)
-    }
-
-    /// Stops the server: refuses new sockets, closes every open socket with
-    /// 1001 and waits for their tasks, at most `grace`.
-    pub async fn shutdown(&self, grace: Duration) {
-        self.close_sockets(grace).await;
-        self.0.registry.broker().shutdown().await;
-    }
-
-    async fn close_sockets(&self, grace: Duration) {
-        self.0.shutdown.cancel();
-        self.0.tasks.close();
-        if tokio::time::timeout(grace, self.0.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                remaining = self.0.tasks.len(),
-                "shutdown grace period elapsed with sockets still open"
-            );
-        }
-    }
 }
 
 /// Publishes to channels from server code. Publications go through the

@@ -21,10 +21,11 @@ use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
 
 use crate::auth::{AuthError, Claims, expiry_of};
 use crate::broker::{Publication, StreamPosition};
+use crate::queue::{QueueState, QueueTx, Refused};
 use crate::server::ServerInner;
 
 /// What waits in a socket's outbound queue: frames, and the markers the
@@ -32,8 +33,11 @@ use crate::server::ServerInner;
 /// `connection::writer`).
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// A ready frame (reply, event, invoke).
+    /// A ready frame server code sends (event, invoke, token): a delivery,
+    /// bounded by the slow-consumer policy (`crate::queue`).
     Frame(Bytes),
+    /// A reply to the client's own request: never refused (`crate::queue`).
+    Reply(Bytes),
     /// A publication for a channel the socket is subscribed to; its frame is
     /// shared with every other subscriber.
     Publication(Arc<Publication>),
@@ -147,7 +151,8 @@ pub(crate) struct SocketShared {
     pub(crate) key: u64,
     pub(crate) id: Arc<str>,
     pub(crate) request: Arc<RequestInfo>,
-    pub(crate) tx: mpsc::Sender<Outbound>,
+    tx: QueueTx,
+    pub(crate) queue: Arc<QueueState>,
     state: AtomicU8,
     /// Set when the socket must close; the connection task reads it after
     /// being woken through `kill`.
@@ -172,7 +177,7 @@ impl SocketShared {
         key: u64,
         id: Arc<str>,
         request: Arc<RequestInfo>,
-        tx: mpsc::Sender<Outbound>,
+        (tx, queue): (QueueTx, Arc<QueueState>),
         server: Arc<ServerInner>,
     ) -> Self {
         Self {
@@ -180,6 +185,7 @@ impl SocketShared {
             id,
             request,
             tx,
+            queue,
             state: AtomicU8::new(SocketState::Connecting as u8),
             close_code: AtomicU16::new(0),
             close_reason: Mutex::new(None),
@@ -207,18 +213,31 @@ impl SocketShared {
         self.state.store(s as u8, Ordering::Release);
     }
 
-    /// Queues a frame. A full queue makes the socket a slow consumer: it is
-    /// closed rather than let the queue (or the publisher) wait.
+    /// Queues an item. A delivery that would pass the queue's bounds makes
+    /// the socket a slow consumer: it is closed rather than let the queue
+    /// grow (or the publisher wait). See `crate::queue`.
     pub(crate) fn enqueue(&self, item: Outbound) -> bool {
-        match self.tx.try_send(item) {
+        match self.tx.send(item) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                crate::metrics::slow_consumer();
+            Err(Refused::Full) => {
+                if self.close_code.load(Ordering::Acquire) == 0 {
+                    crate::metrics::slow_consumer();
+                }
                 self.request_close(herald_protocol::close::SLOW_CONSUMER, None);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(Refused::Closed) => false,
         }
+    }
+
+    /// Queues a reply to the client's own request.
+    pub(crate) fn reply(&self, frame: Bytes) {
+        self.enqueue(Outbound::Reply(frame));
+    }
+
+    /// Procedures and receivers of this socket running now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.running.load(Ordering::Acquire)
     }
 
     /// Asks the connection task to close the socket with `code`. The first

@@ -1,7 +1,8 @@
 //! Health, readiness and cluster information over HTTP.
 //!
 //! `GET /herald/health` answers 200 while the process serves; `GET
-//! /herald/ready` answers 200 when the broker is up and 503 while it is down
+//! /herald/ready` answers 200 when the broker is up and the node is not
+//! draining, 503 otherwise
 //! (a load balancer then sends new clients elsewhere); `GET /herald/info`
 //! shows this node, its broker and the cluster's nodes with their counts.
 //! [`crate::Server::serve`] mounts them; an application that mounts
@@ -50,12 +51,17 @@ async fn health() -> Response {
 async fn ready(State(server): State<Server>) -> Response {
     let (name, status) = server.broker_status();
     let up = status == BrokerStatus::Up;
-    let code = if up {
+    let draining = server.0.shutdown.is_cancelled();
+    let ready = up && !draining;
+    let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    json(code, &serde_json::json!({ "ready": up, "broker": name }))
+    json(
+        code,
+        &serde_json::json!({ "ready": ready, "broker": name, "draining": draining }),
+    )
 }
 
 async fn info(State(server): State<Server>) -> Response {

@@ -78,7 +78,7 @@ impl ServerInner {
             Err(e) => {
                 tracing::debug!(socket = %socket.id(), channel, error = %e, "subscribe refused");
                 if let Some(frame) = reply(Err(e)) {
-                    socket.0.enqueue(Outbound::Frame(frame));
+                    socket.0.reply(frame);
                 }
                 return;
             }
@@ -88,7 +88,7 @@ impl ServerInner {
             let result = self.registry.subscribe(&socket.0, channel).await;
             let ok = result.is_ok();
             if let Some(frame) = reply(result) {
-                socket.0.enqueue(Outbound::Frame(frame));
+                socket.0.reply(frame);
             }
             if ok {
                 self.presence.joined(self, socket, channel, &ns).await;

@@ -10,17 +10,21 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine as _;
+use futures_util::{SinkExt as _, StreamExt as _};
+use herald_protocol::close;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
 use tokio_websockets::{Config as WsConfig, Limits};
 
+use crate::admission::Refused;
 use crate::server::Server;
 use crate::socket::RequestInfo;
 
@@ -120,6 +124,27 @@ async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
+    let admitted = match inner.admission.admit(headers, remote_addr.map(|a| a.ip())) {
+        Ok(admitted) => admitted,
+        Err(refused) => {
+            crate::metrics::handshake_refused(refused.metric());
+            let browser = headers.contains_key(header::ORIGIN);
+            return match refused.retry_after() {
+                None => plain(StatusCode::FORBIDDEN, "origin not allowed"),
+                Some(secs) if browser => refuse_browser(&server, &mut req, accept, secs),
+                Some(secs) => {
+                    let status = match refused {
+                        Refused::PerIp { .. } => StatusCode::TOO_MANY_REQUESTS,
+                        _ => StatusCode::SERVICE_UNAVAILABLE,
+                    };
+                    let mut r = plain(status, "server busy: retry later");
+                    r.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                    r
+                }
+            };
+        }
+    };
     let info = RequestInfo {
         uri: owned_uri(req.uri()),
         headers: owned_headers(req.headers()),
@@ -142,13 +167,24 @@ async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
                 return;
             }
         };
-        let config = &task_server.0.config;
-        let ws = tokio_websockets::ServerBuilder::new()
-            .config(WsConfig::default().flush_threshold(16 * 1024))
-            .limits(Limits::default().max_payload_len(Some(config.max_payload)))
-            .serve(TokioIo::new(upgraded));
-        crate::connection::run(ws, info, task_server.0.clone()).await;
+        let ws = websocket(&task_server, upgraded);
+        crate::connection::run(ws, info, task_server.0.clone(), admitted).await;
     });
+    switching_protocols(accept)
+}
+
+/// The WebSocket codec over an upgraded connection, as every socket uses it.
+fn websocket(
+    server: &Server,
+    upgraded: hyper::upgrade::Upgraded,
+) -> tokio_websockets::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
+    tokio_websockets::ServerBuilder::new()
+        .config(WsConfig::default().flush_threshold(16 * 1024))
+        .limits(Limits::default().max_payload_len(Some(server.0.config.max_payload)))
+        .serve(TokioIo::new(upgraded))
+}
+
+fn switching_protocols(accept: String) -> Response {
     Response::builder()
         .status(StatusCode::SWITCHING_PROTOCOLS)
         .header(header::UPGRADE, "websocket")
@@ -156,6 +192,29 @@ async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
         .header(header::SEC_WEBSOCKET_ACCEPT, accept)
         .body(Body::empty())
         .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "upgrade failed"))
+}
+
+/// Admission control's refusal for a browser, which cannot read a refused
+/// upgrade's status or headers: the upgrade is accepted and the socket
+/// closed at once with 1013 and `retry after N`.
+fn refuse_browser(server: &Server, req: &mut Request, accept: String, secs: u64) -> Response {
+    let on_upgrade = hyper::upgrade::on(req);
+    let task_server = server.clone();
+    server.0.tasks.spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut ws = websocket(&task_server, upgraded);
+        let reason = close::retry_after_reason(secs);
+        let close = tokio_websockets::Message::close(
+            Some(tokio_websockets::CloseCode::SERVICE_OVERLOAD),
+            &reason,
+        );
+        let grace = Duration::from_secs(1);
+        let _ = tokio::time::timeout(grace, ws.send(close)).await;
+        let _ = tokio::time::timeout(grace, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+    });
+    switching_protocols(accept)
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ impl Task {
                     }
                 }
             };
-            next = self.schedule(failure.code);
+            next = self.schedule(&failure);
             match next {
                 Next::Now => self.emit(ClientEvent::Reconnecting {
                     attempt: self.backoff.attempt(),
@@ -120,15 +120,27 @@ impl Task {
         self.shutdown();
     }
 
-    /// What follows a connection closed with `code`.
-    fn schedule(&mut self, code: u16) -> Next {
+    /// What follows a connection that ended with `failure`.
+    ///
+    /// A server's retry hint (admission control's `Retry-After`, or a 1013
+    /// close with `retry after N`) is waited on top of the backoff with
+    /// jitter; a draining server (1012) is left for another node, or for
+    /// itself once back, after a jittered delay within the initial delay
+    /// (the first time; the backoff grows if that fails too).
+    fn schedule(&mut self, failure: &Failure) -> Next {
+        let code = failure.code;
         if !self.config.reconnect.enabled || code == close::NORMAL || code >= 4500 {
             return Next::Idle;
+        }
+        if let Some(hint) = failure.retry_after {
+            return Next::After(hint + self.backoff.next_delay());
         }
         let urgent = matches!(code, close::PING_TIMEOUT | close::PONG_TIMEOUT | 1005);
         if urgent && self.backoff.attempt() == 0 {
             self.backoff.skip();
             Next::Now
+        } else if code == close::SERVICE_RESTART && self.backoff.attempt() == 0 {
+            Next::After(self.backoff.first_delay())
         } else {
             Next::After(self.backoff.next_delay())
         }
@@ -422,14 +434,36 @@ mod tests {
     #[tokio::test]
     async fn schedule_follows_the_close_code() {
         let (mut t, _tx) = task();
-        assert!(matches!(t.schedule(close::NORMAL), Next::Idle));
-        assert!(matches!(t.schedule(4500), Next::Idle));
+        let f = |code| Failure::new(code, "");
+        assert!(matches!(t.schedule(&f(close::NORMAL)), Next::Idle));
+        assert!(matches!(t.schedule(&f(4500)), Next::Idle));
         // A ping timeout reconnects at once the first time only.
-        assert!(matches!(t.schedule(close::PING_TIMEOUT), Next::Now));
-        assert!(matches!(t.schedule(close::PING_TIMEOUT), Next::After(_)));
-        assert!(matches!(t.schedule(1006), Next::After(_)));
+        assert!(matches!(t.schedule(&f(close::PING_TIMEOUT)), Next::Now));
+        assert!(matches!(
+            t.schedule(&f(close::PING_TIMEOUT)),
+            Next::After(_)
+        ));
+        assert!(matches!(t.schedule(&f(1006)), Next::After(_)));
         t.config.reconnect.enabled = false;
-        assert!(matches!(t.schedule(1006), Next::Idle));
+        assert!(matches!(t.schedule(&f(1006)), Next::Idle));
+    }
+
+    #[tokio::test]
+    async fn retry_hints_come_on_top_of_the_backoff_and_1012_is_quick() {
+        let (mut t, _tx) = task();
+        let initial = t.config.reconnect.initial_delay;
+        // A draining server: back within the initial delay.
+        match t.schedule(&Failure::new(close::SERVICE_RESTART, "")) {
+            Next::After(d) => assert!(d <= initial, "{d:?}"),
+            _ => panic!("1012 reconnects"),
+        }
+        // A browser-style refusal: at least the hint.
+        let busy = Failure::new(close::TRY_AGAIN_LATER, close::retry_after_reason(7));
+        assert_eq!(busy.retry_after, Some(Duration::from_secs(7)));
+        match t.schedule(&busy) {
+            Next::After(d) => assert!(d >= Duration::from_secs(7), "{d:?}"),
+            _ => panic!("1013 reconnects"),
+        }
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::{Conn, Flow};
 use crate::auth::{Claims, TokenError, expiry_of, unix_now};
 use crate::cluster::user_channel;
-use crate::socket::{AuthState, SocketState};
+use crate::socket::{AuthState, SocketShared, SocketState};
 
 impl Conn {
     /// Verifies a token and runs the authenticate middleware.
@@ -161,8 +161,9 @@ impl Conn {
     }
 
     /// Keeps the cluster's user index (and this node's subscription to the
-    /// user's reserved channel) in line with the socket's token.
-    pub(super) async fn sync_user(&mut self) {
+    /// user's reserved channel) in line with the socket's token, within the
+    /// per-user connection limit (over it, the socket closes with 4102).
+    pub(super) async fn sync_user(&mut self) -> Flow {
         self.server
             .presence
             .reauthenticated(&self.server, &self.socket)
@@ -178,48 +179,65 @@ impl Conn {
                     Value::Number(n) => Some(Arc::from(n.to_string())),
                     _ => None,
                 });
-        if wanted == self.user {
-            return;
+        if wanted.as_ref() == self.user.as_ref().map(|(u, _)| u) {
+            return Flow::Continue;
         }
         let key = self.shared.key;
-        if let Some(old) = self.user.take() {
+        if let Some((old, slot)) = self.user.take() {
+            drop(slot);
             self.server.cluster.remove_user_socket(&old, key);
             self.server
                 .registry
                 .unsubscribe_node(&user_channel(&old))
                 .await;
         }
-        if let Some(user) = wanted {
-            match self
-                .server
-                .registry
-                .subscribe_node(&user_channel(&user))
-                .await
-            {
-                Ok(()) => {
-                    self.server.cluster.add_user_socket(&user, key);
-                    self.user = Some(user);
-                }
-                Err(e) => {
-                    tracing::warn!(socket = %self.shared.id, error = %e, "cannot subscribe to the user's messages");
-                }
+        let Some(user) = wanted else {
+            return Flow::Continue;
+        };
+        let Ok(slot) = self.server.admission.user_slot(&user) else {
+            crate::metrics::limit_violation(crate::metrics::Limit::ConnectionsPerUser);
+            tracing::debug!(socket = %self.shared.id, "closed: the user holds its most connections");
+            return Flow::Close(
+                close::USER_CONNECTIONS,
+                close::reason(close::USER_CONNECTIONS).into(),
+            );
+        };
+        match self
+            .server
+            .registry
+            .subscribe_node(&user_channel(&user))
+            .await
+        {
+            Ok(()) => {
+                self.server.cluster.add_user_socket(&user, key);
+                self.user = Some((user, slot));
+            }
+            Err(e) => {
+                tracing::warn!(socket = %self.shared.id, error = %e, "cannot subscribe to the user's messages");
             }
         }
+        Flow::Continue
     }
 
-    /// Deauthenticates the socket if its token expired: run when the expiry
-    /// timer fires and before each action, as socketcluster-server does.
+    /// Deauthenticates the socket if its token expired: run before each
+    /// action, as socketcluster-server does.
     pub(super) fn check_token_expiry(&self) {
-        let expired = {
-            let auth = self.shared.auth.lock();
-            auth.as_ref()
-                .and_then(|a| a.expiry)
-                .is_some_and(|exp| unix_now() >= exp)
-        };
-        if expired {
-            tracing::debug!(socket = %self.shared.id, "auth token expired");
-            self.shared.set_auth(None);
-            self.send(outbound::remove_auth_token());
-        }
+        check_token_expiry(&self.shared);
+    }
+}
+
+/// Deauthenticates `shared` if its token expired: run when the expiry timer
+/// fires and before each action.
+pub(super) fn check_token_expiry(shared: &SocketShared) {
+    let expired = {
+        let auth = shared.auth.lock();
+        auth.as_ref()
+            .and_then(|a| a.expiry)
+            .is_some_and(|exp| unix_now() >= exp)
+    };
+    if expired {
+        tracing::debug!(socket = %shared.id, "auth token expired");
+        shared.set_auth(None);
+        shared.reply(outbound::remove_auth_token());
     }
 }

@@ -17,7 +17,6 @@ use crate::broker::StreamPosition;
 use crate::handler::{Message as HandlerMessage, Request};
 use crate::middleware::{InvokeRequest, TransmitRequest};
 use crate::publish::Origin;
-use crate::socket::Outbound;
 
 impl Conn {
     pub(super) fn on_malformed(&mut self, why: &str) -> Flow {
@@ -36,11 +35,29 @@ impl Conn {
         }
     }
 
-    pub(super) async fn on_text(&mut self, text: &str) -> Flow {
+    /// A message from the peer (text or binary).
+    pub(super) async fn on_message(&mut self, msg: tokio_websockets::Message) -> Flow {
+        match msg.as_text() {
+            Some(text) => self.on_text(text).await,
+            None => self.on_malformed("binary frame"),
+        }
+    }
+
+    async fn on_text(&mut self, text: &str) -> Flow {
         self.server.metrics.message_in(text.len());
-        if text.is_empty() && !self.handshaken {
-            // A pong before the handshake (the server has not pinged yet).
-            return before_handshake();
+        if text.is_empty() {
+            if !self.handshaken {
+                // A pong before the handshake (the server has not pinged yet).
+                return before_handshake();
+            }
+            // A pong: liveness only, not counted against the inbound rate.
+            return Flow::Continue;
+        }
+        if let Some(rate) = &mut self.rate
+            && !rate.on_message().await
+        {
+            crate::metrics::limit_violation(crate::metrics::Limit::InboundRate);
+            return Flow::Close(close::INBOUND_RATE, close::reason(close::INBOUND_RATE).into());
         }
         let message = match inbound::parse(text) {
             Ok(m) => m,
@@ -153,7 +170,28 @@ impl Conn {
         }
     }
 
+    /// Whether another procedure or receiver may start on this socket (see
+    /// `Config::max_in_flight`).
+    fn room_in_flight(&self) -> bool {
+        let max = self.server.config.max_in_flight;
+        if max == 0 || self.shared.in_flight() < max {
+            return true;
+        }
+        crate::metrics::limit_violation(crate::metrics::Limit::InvokesInFlight);
+        false
+    }
+
     async fn on_invoke(&mut self, cid: Cid, procedure: String, data: Option<&RawValue>) {
+        if !self.room_in_flight() {
+            let max = self.server.config.max_in_flight;
+            let e = ErrorPayload::new(
+                names::IN_FLIGHT_LIMIT,
+                format!("{max} requests of this socket are in flight already: wait for their replies"),
+            )
+            .with("limit", max);
+            self.send(outbound::reply_error(&cid, &e));
+            return;
+        }
         if procedure.starts_with(crate::cluster::RESERVED_PREFIX) {
             self.on_reserved_invoke(cid, procedure, data);
             return;
@@ -193,7 +231,7 @@ impl Conn {
                 }),
                 Err(e) => outbound::reply_error(&cid, &e),
             };
-            shared.enqueue(Outbound::Frame(frame));
+            shared.reply(frame);
         });
     }
 
@@ -222,7 +260,7 @@ impl Conn {
                     outbound::reply_error(&cid, &e)
                 }
             };
-            socket.0.enqueue(Outbound::Frame(frame));
+            socket.0.reply(frame);
         });
     }
 
@@ -241,11 +279,21 @@ impl Conn {
             tracing::trace!(socket = %self.shared.id, event = %request.event, "transmit without receiver");
             return;
         };
+        if !self.room_in_flight() {
+            // A transmit has no reply to carry an error: it is dropped,
+            // counted and logged.
+            tracing::debug!(socket = %self.shared.id, event = %request.event, "transmit dropped: too many requests in flight");
+            return;
+        }
         let message = HandlerMessage {
             socket: self.socket.clone(),
             event: request.event,
             data: request.data,
         };
-        self.server.tasks.spawn(handler(message));
+        let running = self.shared.procedure_started();
+        self.server.tasks.spawn(async move {
+            let _running = running;
+            handler(message).await;
+        });
     }
 }

@@ -1,11 +1,22 @@
 //! The connection task: one per socket, from the upgrade to the close.
 //!
 //! A single task owns the WebSocket and waits on everything that can happen
-//! to the socket: a frame from the peer, frames in its outbound queue, the
+//! to the socket: a frame from the peer, items in its outbound queue, the
 //! ping timer, the liveness deadline (handshake timeout, then pong timeout),
 //! the auth token's expiry, a close request from server code, and server
 //! shutdown. Owning the socket in one task means no lock around it and a
 //! single place where it is closed.
+//!
+//! **Writing never waits for reading.** Handling a peer's message can take
+//! time (middleware, a broker round trip for a subscribe or a publish), so
+//! it runs as the task's *inbound job*: a future that owns the inbound
+//! state ([`Conn`]) and is polled beside the writer. While it runs the task
+//! keeps writing what is queued (the job's own replies included), pinging
+//! and watching for a close; it reads the next message only once the job is
+//! done, so a socket's messages are still handled one at a time, in order,
+//! and a peer that sends faster than it is served is slowed by TCP flow
+//! control. Reading also pauses while more than the queue's byte bound of
+//! replies waits for a peer that does not read them (`crate::queue`).
 //!
 //! Rooms:
 //! * this module: the task's loop, its state, closing;
@@ -14,13 +25,16 @@
 //!   duplicates);
 //! * [`inbound`]: dispatch of the peer's frames;
 //! * [`auth`]: handshake, `#authenticate`, token expiry, the user index;
-//! * [`limits`]: the malformed-frame allowance.
+//! * [`limits`]: the per-socket limits (malformed frames, inbound rate,
+//!   requests in flight).
 
 mod auth;
 mod inbound;
 mod limits;
 mod writer;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,17 +45,19 @@ use herald_protocol::{Cid, close, outbound};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep};
 use tokio_websockets::{CloseCode, Message, Payload, WebSocketStream};
 
+use crate::admission::{Admitted, Slot};
+use auth::check_token_expiry;
 use crate::auth::unix_now;
 use crate::cluster::user_channel;
+use crate::queue::{Bounds, queue};
 use crate::server::ServerInner;
-use crate::socket::{Outbound, RequestInfo, Socket, SocketShared, SocketState};
+use crate::socket::{RequestInfo, Socket, SocketShared, SocketState};
 
-use limits::Allowance;
-use writer::Writer;
+use limits::{Allowance, Throttle};
+use writer::Out;
 
 /// How long a closing socket waits for its close frame to go out and for the
 /// peer's acknowledgement.
@@ -60,210 +76,285 @@ fn new_socket_id() -> Arc<str> {
     Arc::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
+/// The inbound side of a socket: what handling the peer's frames needs. It
+/// moves into each inbound job and comes back when the job is done.
 struct Conn {
     shared: Arc<SocketShared>,
     socket: Socket,
     server: Arc<ServerInner>,
     handshaken: bool,
-    /// The user this socket is registered as in the cluster index.
-    user: Option<Arc<str>>,
-    last_inbound: Instant,
+    /// The user this socket is registered as in the cluster index, and its
+    /// place in the per-user connection limit.
+    user: Option<(Arc<str>, Option<Slot>)>,
     malformed: Allowance,
-    writer: Writer,
+    /// Inbound messages per second.
+    rate: Option<Throttle>,
 }
 
-/// Runs one socket until it closes.
+/// The running inbound job: it gives the inbound state back with what to do
+/// next.
+type Job = Pin<Box<dyn Future<Output = (Conn, Flow)> + Send>>;
+
+/// What an inbound job does.
+enum Work {
+    /// Handle a message from the peer.
+    Message(Message),
+    /// Bring the user index in line with a changed token.
+    SyncUser,
+}
+
+fn start(mut conn: Conn, work: Work) -> Job {
+    Box::pin(async move {
+        let flow = match work {
+            Work::Message(msg) => conn.on_message(msg).await,
+            Work::SyncUser => conn.sync_user().await,
+        };
+        (conn, flow)
+    })
+}
+
+/// Runs one socket until it closes. `admitted` holds the socket's place in
+/// the node's connection limits until it is dropped, with the socket.
 pub(crate) async fn run<S>(
     mut ws: WebSocketStream<S>,
     request: Arc<RequestInfo>,
     server: Arc<ServerInner>,
+    admitted: Admitted,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let server_queue = server.config.outbound_queue.max(1);
-    let (tx, mut rx) = mpsc::channel(server_queue);
+    let cfg = &server.config;
+    let bounds = Bounds {
+        bytes: cfg.outbound_queue_bytes,
+        frames: cfg.outbound_queue,
+    };
+    let (tx, rx, state) = queue(bounds);
     let shared = Arc::new(SocketShared::new(
         server.next_key(),
         new_socket_id(),
         request,
-        tx,
+        (tx, state),
         server.clone(),
     ));
     let socket = Socket(shared.clone());
     server.register(socket.clone());
-    let mut conn = Conn {
-        malformed: Allowance::new(
-            server.config.malformed_burst,
-            server.config.malformed_refill,
-        ),
-        shared,
-        socket,
-        server,
+    let conn = Conn {
+        malformed: Allowance::new(cfg.malformed_burst, cfg.malformed_refill),
+        rate: (cfg.inbound_rate > 0).then(|| Throttle::new(cfg.inbound_rate, cfg.inbound_burst)),
+        shared: shared.clone(),
+        socket: socket.clone(),
+        server: server.clone(),
         handshaken: false,
         user: None,
-        last_inbound: Instant::now(),
-        writer: Writer::new(server_queue),
     };
-    let (code, reason) = conn.drive(&mut ws, &mut rx).await;
+    let mut out = Out::new(shared, socket, server.clone(), rx, bounds);
+    let (conn, code, reason) = drive(conn, &mut ws, &mut out).await;
     conn.finish(code, reason).await;
+    drop(admitted);
 }
 
-impl Conn {
-    async fn drive<S>(
-        &mut self,
-        ws: &mut WebSocketStream<S>,
-        rx: &mut mpsc::Receiver<Outbound>,
-    ) -> (u16, String)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let server = self.server.clone();
-        let shared = self.shared.clone();
-        let cfg = &server.config;
-        // A zero period would make the interval panic.
-        let ping_interval = cfg.ping_interval.max(Duration::from_millis(1));
-        let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let liveness = sleep(cfg.handshake_timeout);
-        tokio::pin!(liveness);
-        let token_expiry = sleep(Duration::ZERO);
-        tokio::pin!(token_expiry);
-        let mut expiry_armed = false;
-        let mut peer_close: Option<(u16, String)> = None;
-        let mut was_handshaken = false;
+/// The task's loop; returns the inbound state (once no job holds it) and the
+/// close code and reason.
+async fn drive<S>(
+    conn: Conn,
+    ws: &mut WebSocketStream<S>,
+    out: &mut Out,
+) -> (Conn, u16, String)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let shared = conn.shared.clone();
+    let server = conn.server.clone();
+    let cfg = &server.config;
+    // A zero period would make the interval panic.
+    let ping_interval = cfg.ping_interval.max(Duration::from_millis(1));
+    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let liveness = sleep(cfg.handshake_timeout);
+    tokio::pin!(liveness);
+    let token_expiry = sleep(Duration::ZERO);
+    tokio::pin!(token_expiry);
+    let mut expiry_armed = false;
+    let mut peer_close: Option<(u16, String)> = None;
+    let mut handshaken = false;
+    let mut was_handshaken = false;
+    let mut last_inbound = Instant::now();
+    let mut idle: Option<Conn> = Some(conn);
+    let mut job: Option<Job> = None;
+    let mut sync_pending = false;
 
-        // The notification futures live across iterations: creating them
-        // anew on every turn would register and unregister a waiter (a lock)
-        // each time. Each is re-armed after it fires.
-        let kill = shared.kill.notified();
-        tokio::pin!(kill);
-        let auth_changed = shared.auth_changed.notified();
-        tokio::pin!(auth_changed);
-        let shutdown = server.shutdown.cancelled();
-        tokio::pin!(shutdown);
+    // The notification futures live across iterations: creating them anew
+    // on every turn would register and unregister a waiter (a lock) each
+    // time. Each is re-armed after it fires.
+    let kill = shared.kill.notified();
+    tokio::pin!(kill);
+    let auth_changed = shared.auth_changed.notified();
+    tokio::pin!(auth_changed);
+    let shutdown = server.shutdown.cancelled();
+    tokio::pin!(shutdown);
 
-        loop {
-            tokio::select! {
-                _ = &mut kill => {
-                    kill.set(shared.kill.notified());
-                    if let Some((code, reason)) = shared.requested_close() {
-                        let reason = reason.unwrap_or_else(|| close::reason(code).to_owned());
-                        // A slow consumer's queue is dropped; otherwise the
-                        // replies of procedures still running (the one that
-                        // asked for the disconnect, say) and what was queued
-                        // go out first, within the close grace period.
-                        if code != close::SLOW_CONSUMER {
-                            let _ = tokio::time::timeout(CLOSE_GRACE, shared.wait_idle()).await;
-                            self.drain(ws, rx).await;
+    // How the loop ends: the close to send (None: the connection is gone
+    // already, report this code).
+    let (code, reason, send_close): (u16, String, bool) = loop {
+        if job.is_none()
+            && sync_pending
+            && let Some(conn) = idle.take()
+        {
+            sync_pending = false;
+            job = Some(start(conn, Work::SyncUser));
+        }
+        let reading = job.is_none() && !shared.queue.replies_backlogged();
+        tokio::select! {
+            _ = &mut kill => {
+                kill.set(shared.kill.notified());
+                if let Some((code, reason)) = shared.requested_close() {
+                    let reason = reason.unwrap_or_else(|| close::reason(code).to_owned());
+                    // A slow consumer's queue is dropped; otherwise the
+                    // replies of procedures still running (the one that
+                    // asked for the disconnect, say) and what was queued go
+                    // out first, within the close grace period.
+                    if code != close::SLOW_CONSUMER {
+                        let _ = tokio::time::timeout(CLOSE_GRACE, shared.wait_idle()).await;
+                        out.drain(ws).await;
+                    }
+                    break (code, reason, true);
+                }
+            }
+            _ = &mut shutdown => {
+                // Draining: in-flight replies go out, then the client is
+                // told to reconnect (to another node, or to this one once
+                // it is back).
+                let _ = tokio::time::timeout(cfg.drain_timeout, shared.wait_idle()).await;
+                out.drain(ws).await;
+                break (close::SERVICE_RESTART, close::reason(close::SERVICE_RESTART).into(), true);
+            }
+            done = async { job.as_mut().expect("guarded").await }, if job.is_some() => {
+                job = None;
+                let (conn, flow) = done;
+                handshaken = conn.handshaken;
+                idle = Some(conn);
+                last_inbound = Instant::now();
+                if let Flow::Close(code, reason) = flow {
+                    out.drain(ws).await;
+                    break (code, reason, true);
+                }
+            }
+            _ = shared.queue.replies_drained(), if job.is_none() && !reading => {}
+            item = out.recv() => {
+                // The socket's own sender lives in `shared`: never None.
+                let Some(item) = item else { continue };
+                // A close requested meanwhile (a slow consumer) is handled by
+                // the kill branch once this write is done; the write itself
+                // is bounded by `write_timeout`.
+                if let Err(e) = out.write_batch(ws, item).await {
+                    break (1006, e, false);
+                }
+            }
+            msg = ws.next(), if reading => match msg {
+                Some(Ok(msg)) => {
+                    last_inbound = Instant::now();
+                    if msg.is_text() || msg.is_binary() {
+                        let conn = idle.take().expect("no job is running");
+                        job = Some(start(conn, Work::Message(msg)));
+                    } else if let Some((code, reason)) = msg.as_close() {
+                        peer_close = Some((u16::from(code), reason.to_owned()));
+                    }
+                }
+                Some(Err(e)) => {
+                    let (code, reason) = match &e {
+                        tokio_websockets::Error::PayloadTooLong { .. } => {
+                            crate::metrics::limit_violation(crate::metrics::Limit::MessageSize);
+                            (close::MESSAGE_TOO_BIG, close::reason(close::MESSAGE_TOO_BIG).to_owned())
                         }
-                        return close_ws(ws, code, reason).await;
-                    }
+                        tokio_websockets::Error::Protocol(_) => (close::PROTOCOL_ERROR, e.to_string()),
+                        _ => (1006, e.to_string()),
+                    };
+                    // The codec queued its close frame: let it go out.
+                    let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
+                    let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                        while let Some(Ok(_)) = ws.next().await {}
+                    }).await;
+                    break (code, reason, false);
                 }
-                _ = &mut shutdown => {
-                    self.drain(ws, rx).await;
-                    return close_ws(ws, close::GOING_AWAY, "Server is shutting down".into()).await;
+                None => {
+                    let (code, reason) = peer_close.take().unwrap_or((1005, String::new()));
+                    break (code, reason, false);
                 }
-                item = rx.recv() => {
-                    // The socket's own sender lives in `shared`: never None.
-                    let Some(item) = item else { continue };
-                    // A close requested meanwhile (a slow consumer) is
-                    // handled by the kill branch once this write is done; the
-                    // write itself is bounded by `write_timeout`.
-                    if let Err(e) = self.write_batch(ws, rx, item).await {
-                        return (1006, e);
-                    }
+            },
+            _ = ping.tick(), if handshaken => {
+                let sent = tokio::time::timeout(cfg.write_timeout, ws.send(Message::text(Payload::from(outbound::PING)))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    break (1006, "failed to write ping".into(), false);
                 }
-                msg = ws.next() => match msg {
-                    Some(Ok(msg)) => {
-                        self.last_inbound = Instant::now();
-                        if let Some(text) = msg.as_text() {
-                            let flow = Box::pin(self.on_text(text)).await;
-                            if let Flow::Close(code, reason) = flow {
-                                self.drain(ws, rx).await;
-                                return close_ws(ws, code, reason).await;
-                            }
-                        } else if msg.is_binary() {
-                            if let Flow::Close(code, reason) = self.on_malformed("binary frame") {
-                                return close_ws(ws, code, reason).await;
-                            }
-                        } else if let Some((code, reason)) = msg.as_close() {
-                            peer_close = Some((u16::from(code), reason.to_owned()));
-                        }
-                    }
-                    Some(Err(e)) => {
-                        let (code, reason) = match &e {
-                            tokio_websockets::Error::PayloadTooLong { .. } => {
-                                crate::metrics::limit_violation(crate::metrics::Limit::MessageSize);
-                                (close::MESSAGE_TOO_BIG, close::reason(close::MESSAGE_TOO_BIG).to_owned())
-                            }
-                            tokio_websockets::Error::Protocol(_) => (close::PROTOCOL_ERROR, e.to_string()),
-                            _ => (1006, e.to_string()),
-                        };
-                        // The codec queued its close frame: let it go out.
-                        let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
-                        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                            while let Some(Ok(_)) = ws.next().await {}
-                        }).await;
-                        return (code, reason);
-                    }
-                    None => return peer_close.unwrap_or((1005, String::new())),
-                },
-                _ = ping.tick(), if self.handshaken => {
-                    let sent = tokio::time::timeout(cfg.write_timeout, ws.send(Message::text(Payload::from(outbound::PING)))).await;
-                    if !matches!(sent, Ok(Ok(()))) {
-                        return (1006, "failed to write ping".into());
-                    }
-                }
-                _ = &mut liveness => {
-                    if !self.handshaken {
-                        crate::metrics::handshake_refused(crate::metrics::Refusal::Timeout);
-                        return close_ws(ws, close::HANDSHAKE_TIMEOUT, close::reason(close::HANDSHAKE_TIMEOUT).into()).await;
-                    }
-                    let deadline = self.last_inbound + cfg.ping_timeout;
+            }
+            _ = &mut liveness => {
+                if job.is_some() {
+                    // The peer is not read while its message is handled:
+                    // its silence is ours.
+                    liveness.as_mut().reset(Instant::now() + cfg.ping_timeout);
+                } else if !handshaken {
+                    crate::metrics::handshake_refused(crate::metrics::Refusal::Timeout);
+                    break (close::HANDSHAKE_TIMEOUT, close::reason(close::HANDSHAKE_TIMEOUT).into(), true);
+                } else {
+                    let deadline = last_inbound + cfg.ping_timeout;
                     if Instant::now() >= deadline {
                         crate::metrics::pong_timeout();
-                        return close_ws(ws, close::PONG_TIMEOUT, close::reason(close::PONG_TIMEOUT).into()).await;
+                        break (close::PONG_TIMEOUT, close::reason(close::PONG_TIMEOUT).into(), true);
                     }
                     liveness.as_mut().reset(deadline);
                 }
-                _ = &mut token_expiry, if expiry_armed => {
-                    expiry_armed = false;
-                    self.check_token_expiry();
-                }
-                _ = &mut auth_changed => {
-                    auth_changed.set(shared.auth_changed.notified());
-                    match shared.auth.lock().as_ref().and_then(|a| a.expiry) {
-                        Some(exp) => {
-                            let now = unix_now();
-                            let left = Duration::from_secs(exp.saturating_sub(now));
-                            // JWT `exp` is inclusive to the second: expire
-                            // just after it passes.
-                            token_expiry.as_mut().reset(Instant::now() + left + Duration::from_millis(1));
-                            expiry_armed = true;
-                        }
-                        None => expiry_armed = false,
-                    }
-                    self.sync_user().await;
-                }
             }
-            if self.handshaken && !was_handshaken {
-                // Just completed the handshake: pings start now, and from now
-                // on the liveness deadline is the pong timeout.
-                was_handshaken = true;
-                ping.reset();
-                liveness
-                    .as_mut()
-                    .reset(self.last_inbound + cfg.ping_timeout);
+            _ = &mut token_expiry, if expiry_armed => {
+                expiry_armed = false;
+                check_token_expiry(&shared);
+            }
+            _ = &mut auth_changed => {
+                auth_changed.set(shared.auth_changed.notified());
+                match shared.auth.lock().as_ref().and_then(|a| a.expiry) {
+                    Some(exp) => {
+                        let now = unix_now();
+                        let left = Duration::from_secs(exp.saturating_sub(now));
+                        // JWT `exp` is inclusive to the second: expire just
+                        // after it passes.
+                        token_expiry.as_mut().reset(Instant::now() + left + Duration::from_millis(1));
+                        expiry_armed = true;
+                    }
+                    None => expiry_armed = false,
+                }
+                sync_pending = true;
             }
         }
-    }
+        if handshaken && !was_handshaken {
+            // Just completed the handshake: pings start now, and from now on
+            // the liveness deadline is the pong timeout.
+            was_handshaken = true;
+            ping.reset();
+            liveness.as_mut().reset(last_inbound + cfg.ping_timeout);
+        }
+    };
+    let (code, reason) = if send_close {
+        close_ws(ws, code, reason).await
+    } else {
+        (code, reason)
+    };
+    // A job still running is waited for: it holds the inbound state (the
+    // user index entry, for one) that closing must clean up. The peer has
+    // its close frame already.
+    let conn = match (idle, job) {
+        (Some(conn), _) => conn,
+        (None, Some(job)) => job.await.0,
+        (None, None) => unreachable!("the inbound state is either idle or in the job"),
+    };
+    (conn, code, reason)
+}
 
+impl Conn {
     /// Unsubscribes, fails pending invokes, unregisters, runs hooks.
     async fn finish(mut self, code: u16, reason: String) {
         let was_open = self.shared.state() == SocketState::Open;
         self.shared.set_state(SocketState::Closed);
         self.server.unsubscribe_all(&self.socket).await;
-        if let Some(user) = self.user.take() {
+        if let Some((user, _slot)) = self.user.take() {
             self.server
                 .cluster
                 .remove_user_socket(&user, self.shared.key);
@@ -283,8 +374,9 @@ impl Conn {
         }
     }
 
+    /// Queues a reply (or another frame answering the peer's request).
     fn send(&self, frame: bytes::Bytes) {
-        self.shared.enqueue(Outbound::Frame(frame));
+        self.shared.reply(frame);
     }
 
     fn reply(&self, cid: Option<&Cid>, result: Result<(), ErrorPayload>) {

@@ -2,8 +2,10 @@
 //! with each history channel's stream kept in order for this client.
 //!
 //! Writes are batched: when the queue has items, up to [`MAX_BATCH`] frames
-//! are fed to the codec (which gathers them into vectored writes) and
-//! flushed once. A write that blocks for `write_timeout` drops the socket.
+//! or [`MAX_BATCH_BYTES`] are fed to the codec (which gathers them into
+//! vectored writes) and flushed once; the batch stays counted in the
+//! queue's bounds until it is written (`crate::queue`). A write that blocks
+//! for `write_timeout` drops the socket.
 //!
 //! **Streams.** On a channel with history, the client knows its position
 //! (offset and epoch) and must see every later publication once, in order.
@@ -28,13 +30,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_websockets::{Message, Payload, WebSocketStream};
 
-use super::{CLOSE_GRACE, Conn};
+use super::CLOSE_GRACE;
 use crate::broker::{MessageKind, Publication, StreamPosition};
 use crate::middleware::PublishOut;
-use crate::socket::{Notice, Outbound, SubscribeEnd};
+use crate::queue::{Bounds, Taken};
+use crate::server::ServerInner;
+use crate::socket::{Notice, Outbound, Socket, SocketShared, SubscribeEnd};
 
 /// Most frames written per flush.
 pub(super) const MAX_BATCH: usize = 512;
+/// Most bytes taken from the queue per flush.
+pub(super) const MAX_BATCH_BYTES: usize = 256 * 1024;
 
 /// What to write for one queued item.
 #[derive(Debug)]
@@ -45,7 +51,7 @@ pub(super) enum Ready {
     Publication(Arc<Publication>),
 }
 
-/// The socket held more publications than its queue holds while
+/// The socket held more publications than its queue's bounds while
 /// subscribes were answered.
 #[derive(Debug)]
 pub(super) struct Overflow;
@@ -57,17 +63,20 @@ pub(super) struct Writer {
     /// History channels being subscribed, with what arrived meanwhile.
     held: HashMap<Arc<str>, Vec<Outbound>>,
     held_count: usize,
-    max_held: usize,
+    held_bytes: usize,
+    max_held: Bounds,
 }
 
 impl Writer {
-    /// A writer that holds at most `max_held` items during subscribes.
-    pub(super) fn new(max_held: usize) -> Self {
+    /// A writer that holds at most `max_held` (frames and bytes) during
+    /// subscribes.
+    pub(super) fn new(max_held: Bounds) -> Self {
         Self {
             positions: HashMap::new(),
             held: HashMap::new(),
             held_count: 0,
-            max_held: max_held.max(1),
+            held_bytes: 0,
+            max_held,
         }
     }
 
@@ -81,7 +90,7 @@ impl Writer {
     ) -> Result<(), Overflow> {
         let socket = subscribed;
         match item {
-            Outbound::Frame(frame) => out.push(Ready::Frame(frame)),
+            Outbound::Frame(frame) | Outbound::Reply(frame) => out.push(Ready::Frame(frame)),
             Outbound::Publication(p) if p.position.is_none() => match p.kind {
                 MessageKind::Publication => out.push(Ready::Publication(p)),
                 _ => out.push(Ready::Frame(p.frame.clone())),
@@ -107,10 +116,14 @@ impl Writer {
     }
 
     fn hold_in(&mut self, channel: Arc<str>, item: Outbound) -> Result<(), Overflow> {
-        if self.held_count >= self.max_held {
+        let cost = item.cost();
+        if self.held_count >= self.max_held.frames.max(1)
+            || (self.held_count > 0 && self.held_bytes + cost > self.max_held.bytes)
+        {
             return Err(Overflow);
         }
         self.held_count += 1;
+        self.held_bytes += cost;
         self.held.entry(channel).or_default().push(item);
         Ok(())
     }
@@ -159,6 +172,8 @@ impl Writer {
     ) -> Result<(), Overflow> {
         let held = self.held.remove(&end.channel).unwrap_or_default();
         self.held_count = self.held_count.saturating_sub(held.len());
+        let bytes: usize = held.iter().map(Outbound::cost).sum();
+        self.held_bytes = self.held_bytes.saturating_sub(bytes);
         let Some(position) = end.position else {
             // Refused: what was held belongs to no subscription.
             out.extend(end.reply.map(Ready::Frame));
@@ -210,13 +225,60 @@ impl Writer {
     }
 }
 
-impl Conn {
-    /// Writes a batch of queued frames with one flush.
+/// The writing side of a socket's task: its queue, its streams, and what
+/// publish-out middleware needs.
+pub(super) struct Out {
+    writer: Writer,
+    rx: mpsc::UnboundedReceiver<Outbound>,
+    shared: Arc<SocketShared>,
+    socket: Socket,
+    server: Arc<ServerInner>,
+}
+
+impl Out {
+    pub(super) fn new(
+        shared: Arc<SocketShared>,
+        socket: Socket,
+        server: Arc<ServerInner>,
+        rx: mpsc::UnboundedReceiver<Outbound>,
+        bounds: Bounds,
+    ) -> Self {
+        Self {
+            writer: Writer::new(bounds),
+            rx,
+            shared,
+            socket,
+            server,
+        }
+    }
+
+    /// The next queued item (never `None` while the socket lives: its
+    /// sender is in the shared state).
+    pub(super) async fn recv(&mut self) -> Option<Outbound> {
+        self.rx.recv().await
+    }
+
+    /// Writes a batch of queued frames, starting with `first`, with one
+    /// flush.
     pub(super) async fn write_batch<S>(
         &mut self,
         ws: &mut WebSocketStream<S>,
-        rx: &mut mpsc::Receiver<Outbound>,
         first: Outbound,
+    ) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut taken = Taken::default();
+        let result = self.write_taken(ws, first, &mut taken).await;
+        taken.release(&self.shared.queue);
+        result
+    }
+
+    async fn write_taken<S>(
+        &mut self,
+        ws: &mut WebSocketStream<S>,
+        first: Outbound,
+        taken: &mut Taken,
     ) -> Result<(), String>
     where
         S: AsyncRead + AsyncWrite + Unpin,
@@ -226,6 +288,7 @@ impl Conn {
         let mut next = Some(first);
         let mut items = 0;
         while let Some(item) = next {
+            taken.add(&item);
             if self
                 .writer
                 .accept(item, &self.shared.channels, &mut ready)
@@ -237,10 +300,10 @@ impl Conn {
                 return Ok(());
             }
             items += 1;
-            if items >= MAX_BATCH || ready.len() >= MAX_BATCH {
+            if items >= MAX_BATCH || ready.len() >= MAX_BATCH || taken.bytes() >= MAX_BATCH_BYTES {
                 break;
             }
-            next = rx.try_recv().ok();
+            next = self.rx.try_recv().ok();
         }
         if ready.is_empty() {
             return Ok(());
@@ -287,16 +350,13 @@ impl Conn {
     }
 
     /// Writes whatever is queued, within the close grace period.
-    pub(super) async fn drain<S>(
-        &mut self,
-        ws: &mut WebSocketStream<S>,
-        rx: &mut mpsc::Receiver<Outbound>,
-    ) where
+    pub(super) async fn drain<S>(&mut self, ws: &mut WebSocketStream<S>)
+    where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let work = async {
-            while let Ok(item) = rx.try_recv() {
-                if self.write_batch(ws, rx, item).await.is_err() {
+            while let Ok(item) = self.rx.try_recv() {
+                if self.write_batch(ws, item).await.is_err() {
                     break;
                 }
             }
@@ -332,6 +392,13 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bounds(frames: usize) -> Bounds {
+        Bounds {
+            frames,
+            bytes: usize::MAX,
+        }
+    }
 
     fn publication(channel: &str, offset: u64, epoch: &str) -> Outbound {
         Outbound::Publication(Arc::new(Publication::at(
@@ -387,7 +454,7 @@ mod tests {
 
     #[test]
     fn duplicates_are_dropped_and_epochs_switch() {
-        let mut w = Writer::new(100);
+        let mut w = Writer::new(bounds(100));
         let subs = Mutex::new(HashSet::new());
         let got = run(
             &mut w,
@@ -406,7 +473,7 @@ mod tests {
 
     #[test]
     fn a_subscribe_sends_recovered_then_reply_then_what_was_held() {
-        let mut w = Writer::new(100);
+        let mut w = Writer::new(bounds(100));
         let subs = Mutex::new(HashSet::new());
         let got = run(
             &mut w,
@@ -428,7 +495,7 @@ mod tests {
 
     #[test]
     fn without_recovery_the_reply_sets_the_position() {
-        let mut w = Writer::new(100);
+        let mut w = Writer::new(bounds(100));
         let subs = Mutex::new(HashSet::new());
         let got = run(
             &mut w,
@@ -446,7 +513,7 @@ mod tests {
 
     #[test]
     fn a_refused_subscribe_drops_what_was_held() {
-        let mut w = Writer::new(100);
+        let mut w = Writer::new(bounds(100));
         let subs = Mutex::new(HashSet::new());
         let got = run(
             &mut w,
@@ -463,7 +530,7 @@ mod tests {
 
     #[test]
     fn notices_are_written_unless_the_client_is_past_them() {
-        let mut w = Writer::new(100);
+        let mut w = Writer::new(bounds(100));
         let subs = Mutex::new(HashSet::new());
         let notice = |offset| {
             Outbound::Unrecoverable(Arc::new(Notice::new(
@@ -487,7 +554,7 @@ mod tests {
 
     #[test]
     fn holding_too_much_is_an_overflow() {
-        let mut w = Writer::new(2);
+        let mut w = Writer::new(bounds(2));
         let subs = Mutex::new(HashSet::new());
         let mut out = Vec::new();
         w.accept(Outbound::SubscribeBegin(Arc::from("c")), &subs, &mut out)
@@ -499,7 +566,7 @@ mod tests {
 
     #[test]
     fn positions_of_channels_left_are_forgotten() {
-        let mut w = Writer::new(100);
+        let mut w = Writer::new(bounds(100));
         let subs = Mutex::new(HashSet::new());
         subs.lock().insert(Arc::<str>::from("keep"));
         let mut items = vec![publication("keep", 1, "e")];

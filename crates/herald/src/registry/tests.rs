@@ -96,8 +96,11 @@ fn server(fake: &Arc<FakeBroker>) -> Server {
         .build()
 }
 
-fn socket(server: &Server, key: u64) -> (Arc<SocketShared>, mpsc::Receiver<Outbound>) {
-    let (tx, rx) = mpsc::channel(64);
+fn socket(server: &Server, key: u64) -> (Arc<SocketShared>, mpsc::UnboundedReceiver<Outbound>) {
+    let (tx, rx, state) = crate::queue::queue(crate::queue::Bounds {
+        bytes: 1 << 20,
+        frames: 64,
+    });
     let request = Arc::new(RequestInfo {
         uri: http::Uri::from_static("/socketcluster/"),
         headers: http::HeaderMap::new(),
@@ -107,7 +110,7 @@ fn socket(server: &Server, key: u64) -> (Arc<SocketShared>, mpsc::Receiver<Outbo
         key,
         Arc::from(format!("socket-{key}")),
         request,
-        tx,
+        (tx, state),
         server.0.clone(),
     ));
     (shared, rx)
@@ -125,7 +128,7 @@ fn positioned(offset: u64) -> Arc<Publication> {
     ))
 }
 
-fn offsets(rx: &mut mpsc::Receiver<Outbound>) -> VecDeque<u64> {
+fn offsets(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> VecDeque<u64> {
     let mut got = VecDeque::new();
     while let Ok(item) = rx.try_recv() {
         if let Outbound::Publication(p) = item {
@@ -247,7 +250,7 @@ async fn publications_reach_every_subscriber_and_gaps_are_repaired_from_history(
 }
 
 /// The offsets of the next `n` publications queued on `rx` (bounded wait).
-async fn next_offsets(rx: &mut mpsc::Receiver<Outbound>, n: usize) -> Vec<u64> {
+async fn next_offsets(rx: &mut mpsc::UnboundedReceiver<Outbound>, n: usize) -> Vec<u64> {
     let mut got = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), async {
         while got.len() < n {

@@ -95,7 +95,7 @@ async fn on_disconnection_reports_the_close_code() {
 }
 
 #[tokio::test]
-async fn shutdown_closes_sockets_with_1001_and_serve_returns() {
+async fn shutdown_drains_sockets_with_1012_and_serve_returns() {
     bounded(async {
         let (tx, mut closed) = mpsc::unbounded_channel();
         let mut server = TestServer::start(fixture().on_disconnection(move |_socket, code, _| {
@@ -115,7 +115,7 @@ async fn shutdown_closes_sockets_with_1001_and_serve_returns() {
         let handle = server.server.clone();
         let shutdown = tokio::spawn(async move { handle.shutdown(grace).await });
         for c in [&mut a, &mut b, &mut pending] {
-            assert_eq!(c.expect_close().await.0, 1001);
+            assert_eq!(c.expect_close().await.0, 1012);
         }
         within("Server::shutdown", shutdown).await.unwrap();
         server.join().await.expect("serve returns Ok");
@@ -123,8 +123,8 @@ async fn shutdown_closes_sockets_with_1001_and_serve_returns() {
             start.elapsed() < grace,
             "shutdown waited for the grace period"
         );
-        assert_eq!(within("hook", closed.recv()).await, Some(1001));
-        assert_eq!(within("hook", closed.recv()).await, Some(1001));
+        assert_eq!(within("hook", closed.recv()).await, Some(1012));
+        assert_eq!(within("hook", closed.recv()).await, Some(1012));
         assert!(server.server.sockets().is_empty());
         assert_eq!(server.server.channel_count(), 0);
         // The listener is gone.
@@ -134,15 +134,15 @@ async fn shutdown_closes_sockets_with_1001_and_serve_returns() {
 }
 
 #[tokio::test]
-async fn serve_shutdown_future_closes_sockets_with_1001() {
+async fn serve_shutdown_future_drains_sockets_with_1012() {
     bounded(async {
         let server = TestServer::fixture().await;
         let mut a = server.client().await;
         let mut b = server.client().await;
         let url = server.url();
         let stopping = tokio::spawn(server.stop());
-        assert_eq!(a.expect_close().await.0, 1001);
-        assert_eq!(b.expect_close().await.0, 1001);
+        assert_eq!(a.expect_close().await.0, 1012);
+        assert_eq!(b.expect_close().await.0, 1012);
         within("serve to return", stopping)
             .await
             .unwrap()
@@ -206,8 +206,8 @@ async fn router_mounts_in_an_axum_app_beside_its_own_routes() {
         // Shutting Herald down closes its sockets; the app then stops.
         let handle = server.clone();
         let shutdown = tokio::spawn(async move { handle.shutdown(Duration::from_secs(5)).await });
-        assert_eq!(c.expect_close().await.0, 1001);
-        assert_eq!(c2.expect_close().await.0, 1001);
+        assert_eq!(c.expect_close().await.0, 1012);
+        assert_eq!(c2.expect_close().await.0, 1012);
         within("Server::shutdown", shutdown).await.unwrap();
         let _ = stop.send(());
         within("axum::serve", serving).await.unwrap().unwrap();

@@ -1,0 +1,322 @@
+//! A socket's outbound queue, bounded in bytes and in frames, and the
+//! slow-consumer policy.
+//!
+//! Everything a socket is sent passes through one queue, read by the
+//! socket's connection task. Two kinds of items share it and are bounded
+//! differently, because they have different owners:
+//!
+//! * **Deliveries** (publications, `#herald/unrecoverable` notices, and what
+//!   server code transmits or invokes) arrive whether or not the client
+//!   reads. They count against [`Bounds::bytes`] and [`Bounds::frames`]; an
+//!   item that would pass either bound makes the socket a **slow consumer**:
+//!   the item is refused, the socket is closed with 4100 and what it had
+//!   queued is dropped, so that one reader that stopped costs at most the
+//!   byte bound and never holds up a publisher or another subscriber. An
+//!   item larger than the byte bound is still taken when nothing else is
+//!   queued, so a big publication reaches a client that keeps up.
+//! * **Replies** (answers to the client's own requests: acks, errors, a
+//!   subscribe's recovered publications) are never refused: a client that
+//!   sends requests faster than it reads the answers is not a slow consumer
+//!   of anyone else's data. They are bounded by the client itself: while
+//!   more than the byte bound of replies waits, the connection task stops
+//!   reading the client's frames ([`QueueState::replies_drained`]).
+//!
+//! Items stay counted until the writer has written them, so a batch stuck
+//! in a blocked write is inside the bound too.
+//!
+//! The channel is tokio's unbounded MPSC: the bounds are kept here, in
+//! bytes, which a channel counting slots cannot do.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::socket::Outbound;
+
+/// Limits of one socket's queue.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    /// Most bytes of deliveries queued (and of replies before reading
+    /// pauses).
+    pub(crate) bytes: usize,
+    /// Most delivery frames queued.
+    pub(crate) frames: usize,
+}
+
+/// Whether an item is a delivery or a reply (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    Delivery,
+    Reply,
+}
+
+impl Outbound {
+    /// The item's class.
+    pub(crate) fn class(&self) -> Class {
+        match self {
+            Outbound::Frame(_) | Outbound::Publication(_) | Outbound::Unrecoverable(_) => {
+                Class::Delivery
+            }
+            Outbound::Reply(_) | Outbound::SubscribeBegin(_) | Outbound::SubscribeEnd(_) => {
+                Class::Reply
+            }
+        }
+    }
+
+    /// The bytes the item will put on the wire.
+    pub(crate) fn cost(&self) -> usize {
+        match self {
+            Outbound::Frame(f) | Outbound::Reply(f) => f.len(),
+            Outbound::Publication(p) => p.frame.len(),
+            Outbound::Unrecoverable(n) => n.frame.len(),
+            Outbound::SubscribeBegin(_) => 0,
+            Outbound::SubscribeEnd(end) => {
+                end.reply.as_ref().map_or(0, |r| r.len())
+                    + end.recovered.iter().map(|p| p.frame.len()).sum::<usize>()
+            }
+        }
+    }
+}
+
+/// The counters shared by the senders and the connection task.
+#[derive(Debug)]
+pub(crate) struct QueueState {
+    bounds: Bounds,
+    delivery_bytes: AtomicUsize,
+    delivery_frames: AtomicUsize,
+    reply_bytes: AtomicUsize,
+    /// Wakes a reader paused on queued replies.
+    drained: Notify,
+}
+
+/// Why an item was not queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The socket is a slow consumer: a bound would be passed.
+    Full,
+    /// The connection task is gone.
+    Closed,
+}
+
+/// The sending side, kept in the socket's shared state.
+#[derive(Debug)]
+pub(crate) struct QueueTx {
+    tx: mpsc::UnboundedSender<Outbound>,
+    state: Arc<QueueState>,
+}
+
+/// Creates a queue with `bounds`.
+pub(crate) fn queue(bounds: Bounds) -> (QueueTx, mpsc::UnboundedReceiver<Outbound>, Arc<QueueState>) {
+    let bounds = Bounds {
+        bytes: bounds.bytes.max(1),
+        frames: bounds.frames.max(1),
+    };
+    let state = Arc::new(QueueState {
+        bounds,
+        delivery_bytes: AtomicUsize::new(0),
+        delivery_frames: AtomicUsize::new(0),
+        reply_bytes: AtomicUsize::new(0),
+        drained: Notify::new(),
+    });
+    let (tx, rx) = mpsc::unbounded_channel();
+    (
+        QueueTx {
+            tx,
+            state: state.clone(),
+        },
+        rx,
+        state,
+    )
+}
+
+impl QueueTx {
+    /// Queues `item`, or refuses it (see the module docs).
+    pub(crate) fn send(&self, item: Outbound) -> Result<(), Refused> {
+        let cost = item.cost();
+        let s = &self.state;
+        match item.class() {
+            Class::Reply => {
+                s.reply_bytes.fetch_add(cost, Ordering::AcqRel);
+            }
+            Class::Delivery => {
+                let frames = s.delivery_frames.fetch_add(1, Ordering::AcqRel) + 1;
+                let bytes = s.delivery_bytes.fetch_add(cost, Ordering::AcqRel) + cost;
+                let alone = bytes == cost;
+                if frames > s.bounds.frames || (bytes > s.bounds.bytes && !alone) {
+                    s.delivery_frames.fetch_sub(1, Ordering::AcqRel);
+                    s.delivery_bytes.fetch_sub(cost, Ordering::AcqRel);
+                    return Err(Refused::Full);
+                }
+            }
+        }
+        self.tx.send(item).map_err(|e| {
+            s.release(e.0.class(), 1, cost);
+            Refused::Closed
+        })
+    }
+}
+
+impl QueueState {
+    /// Counts `frames` items of `class` and `bytes` bytes as written (or
+    /// dropped).
+    pub(crate) fn release(&self, class: Class, frames: usize, bytes: usize) {
+        match class {
+            Class::Delivery => {
+                self.delivery_frames.fetch_sub(frames, Ordering::AcqRel);
+                self.delivery_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            }
+            Class::Reply => {
+                let before = self.reply_bytes.fetch_sub(bytes, Ordering::AcqRel);
+                if before > self.bounds.bytes && before - bytes <= self.bounds.bytes {
+                    self.drained.notify_waiters();
+                }
+            }
+        }
+    }
+
+    /// Whether the replies waiting exceed the byte bound (the client must
+    /// read before it is read again).
+    pub(crate) fn replies_backlogged(&self) -> bool {
+        self.reply_bytes.load(Ordering::Acquire) > self.bounds.bytes
+    }
+
+    /// Resolves once the replies waiting are within the byte bound.
+    pub(crate) async fn replies_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.replies_backlogged() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Bytes of deliveries queued or being written.
+    #[cfg(test)]
+    pub(crate) fn delivery_bytes(&self) -> usize {
+        self.delivery_bytes.load(Ordering::Acquire)
+    }
+}
+
+/// What a batch taken from the queue holds, to release once written.
+#[derive(Debug, Default)]
+pub(crate) struct Taken {
+    pub(crate) delivery_frames: usize,
+    pub(crate) delivery_bytes: usize,
+    pub(crate) reply_bytes: usize,
+}
+
+impl Taken {
+    /// Adds one item.
+    pub(crate) fn add(&mut self, item: &Outbound) {
+        let cost = item.cost();
+        match item.class() {
+            Class::Delivery => {
+                self.delivery_frames += 1;
+                self.delivery_bytes += cost;
+            }
+            Class::Reply => self.reply_bytes += cost,
+        }
+    }
+
+    /// Bytes in the batch.
+    pub(crate) fn bytes(&self) -> usize {
+        self.delivery_bytes + self.reply_bytes
+    }
+
+    /// Releases the batch's counts.
+    pub(crate) fn release(self, state: &QueueState) {
+        if self.delivery_frames > 0 || self.delivery_bytes > 0 {
+            state.release(Class::Delivery, self.delivery_frames, self.delivery_bytes);
+        }
+        if self.reply_bytes > 0 {
+            state.release(Class::Reply, 0, self.reply_bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn frame(n: usize) -> Outbound {
+        Outbound::Frame(Bytes::from(vec![b'x'; n]))
+    }
+
+    fn reply(n: usize) -> Outbound {
+        Outbound::Reply(Bytes::from(vec![b'x'; n]))
+    }
+
+    #[test]
+    fn deliveries_are_bounded_in_bytes_and_frames() {
+        let (tx, mut rx, state) = queue(Bounds {
+            bytes: 100,
+            frames: 3,
+        });
+        assert_eq!(tx.send(frame(60)), Ok(()));
+        assert_eq!(tx.send(frame(60)), Err(Refused::Full), "160 > 100 bytes");
+        assert_eq!(tx.send(frame(20)), Ok(()));
+        assert_eq!(tx.send(frame(10)), Ok(()));
+        assert_eq!(tx.send(frame(1)), Err(Refused::Full), "a fourth frame");
+        assert_eq!(state.delivery_bytes(), 90);
+        // Written: the room comes back.
+        let mut taken = Taken::default();
+        while let Ok(item) = rx.try_recv() {
+            taken.add(&item);
+        }
+        taken.release(&state);
+        assert_eq!(state.delivery_bytes(), 0);
+        assert_eq!(tx.send(frame(60)), Ok(()));
+    }
+
+    #[test]
+    fn one_big_delivery_passes_when_alone() {
+        let (tx, _rx, _state) = queue(Bounds {
+            bytes: 100,
+            frames: 10,
+        });
+        assert_eq!(tx.send(frame(500)), Ok(()));
+        assert_eq!(tx.send(frame(1)), Err(Refused::Full));
+    }
+
+    #[tokio::test]
+    async fn replies_are_never_refused_but_backlog_pauses_reading() {
+        let (tx, mut rx, state) = queue(Bounds {
+            bytes: 100,
+            frames: 1,
+        });
+        for _ in 0..5 {
+            assert_eq!(tx.send(reply(50)), Ok(()));
+        }
+        // Replies do not take a delivery's room.
+        assert_eq!(tx.send(frame(10)), Ok(()));
+        assert!(state.replies_backlogged());
+        let waiter = {
+            let state = state.clone();
+            tokio::spawn(async move { state.replies_drained().await })
+        };
+        let mut taken = Taken::default();
+        for _ in 0..4 {
+            taken.add(&rx.try_recv().unwrap());
+        }
+        taken.release(&state);
+        assert!(!state.replies_backlogged());
+        waiter.await.unwrap();
+    }
+
+    #[test]
+    fn a_closed_queue_refuses_and_keeps_counts_straight() {
+        let (tx, rx, state) = queue(Bounds {
+            bytes: 100,
+            frames: 10,
+        });
+        drop(rx);
+        assert_eq!(tx.send(frame(10)), Err(Refused::Closed));
+        assert_eq!(state.delivery_bytes(), 0);
+    }
+}
