@@ -66,7 +66,7 @@ if [ "$SC_VERSION" != "$SC_PINNED" ]; then
   exit 1
 fi
 
-HERALD_CMD="$HERALD serve --listen 127.0.0.1:{port}"
+HERALD_CMD="$HERALD serve --config bench/herald.toml --listen 127.0.0.1:{port}"
 SC_CMD="node $ROOT/bench/sc-server.js {port}"
 
 # name|arguments (the scenario arguments are the same for both servers).
@@ -171,7 +171,7 @@ SECTION=$(
   echo
   echo "Commands run (\`{port}\` is a free port chosen per run; each run is made once with"
   echo "\`--server-cmd \"node bench/sc-server.js {port}\" --label socketcluster-server\` and once with"
-  echo "\`--server-cmd \"target/release/herald serve --listen 127.0.0.1:{port}\" --label herald\`, plus \`--json --quiet\`):"
+  echo "\`--server-cmd \"target/release/herald serve --config bench/herald.toml --listen 127.0.0.1:{port}\" --label herald\`, plus \`--json --quiet\`):"
   echo
   echo '```'
   for entry in "${SCENARIOS[@]}"; do

@@ -267,7 +267,11 @@ pub(crate) async fn open(
         .trim_end_matches(']');
     let port = uri
         .port_u16()
-        .unwrap_or(if uri.scheme_str() == Some("wss") { 443 } else { 80 });
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(Failure::hung_up)?;
@@ -279,7 +283,10 @@ pub(crate) async fn open(
         .await
         .map_err(Failure::hung_up)?;
     let head = Arc::new(Mutex::new(Vec::new()));
-    let mut ws = match builder.connect_on(Recorded::new(stream, head.clone())).await {
+    let mut ws = match builder
+        .connect_on(Recorded::new(stream, head.clone()))
+        .await
+    {
         Ok((ws, _response)) => ws,
         Err(e) => {
             let mut failure = Failure::hung_up(&e);

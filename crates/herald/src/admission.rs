@@ -194,7 +194,9 @@ impl Origins {
             return false;
         };
         let origin = origin.trim().to_ascii_lowercase();
-        self.0.iter().any(|allowed| matches_origin(allowed, &origin))
+        self.0
+            .iter()
+            .any(|allowed| matches_origin(allowed, &origin))
     }
 }
 
@@ -206,7 +208,10 @@ fn matches_origin(allowed: &str, origin: &str) -> bool {
     let Some((scheme, rest)) = allowed.split_once("://*.") else {
         return false;
     };
-    let Some(host) = origin.strip_prefix(scheme).and_then(|o| o.strip_prefix("://")) else {
+    let Some(host) = origin
+        .strip_prefix(scheme)
+        .and_then(|o| o.strip_prefix("://"))
+    else {
         return false;
     };
     host.strip_suffix(rest)
@@ -389,7 +394,9 @@ mod tests {
         let one = a.admit(&h, None).unwrap();
         let _two = a.admit(&h, None).unwrap();
         let refused = a.admit(&h, None).unwrap_err();
-        assert!(matches!(refused, Refused::AtCapacity { retry_after } if (1..=MAX_RETRY_AFTER).contains(&retry_after)));
+        assert!(
+            matches!(refused, Refused::AtCapacity { retry_after } if (1..=MAX_RETRY_AFTER).contains(&retry_after))
+        );
         drop(one);
         assert!(a.admit(&h, None).is_ok());
     }

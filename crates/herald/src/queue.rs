@@ -107,7 +107,9 @@ pub(crate) struct QueueTx {
 }
 
 /// Creates a queue with `bounds`.
-pub(crate) fn queue(bounds: Bounds) -> (QueueTx, mpsc::UnboundedReceiver<Outbound>, Arc<QueueState>) {
+pub(crate) fn queue(
+    bounds: Bounds,
+) -> (QueueTx, mpsc::UnboundedReceiver<Outbound>, Arc<QueueState>) {
     let bounds = Bounds {
         bytes: bounds.bytes.max(1),
         frames: bounds.frames.max(1),

@@ -485,7 +485,6 @@ impl Server {
     pub fn channel_count(&self) -> usize {
         self.0.registry.channel_count()
     }
-
 }
 
 /// Publishes to channels from server code. Publications go through the

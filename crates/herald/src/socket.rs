@@ -253,6 +253,11 @@ impl SocketShared {
         }
     }
 
+    /// Whether the socket was condemned as a slow consumer.
+    pub(crate) fn is_slow_consumer(&self) -> bool {
+        self.close_code.load(Ordering::Acquire) == herald_protocol::close::SLOW_CONSUMER
+    }
+
     /// The close requested through [`Self::request_close`], if any.
     pub(crate) fn requested_close(&self) -> Option<(u16, Option<String>)> {
         match self.close_code.load(Ordering::Acquire) {

@@ -212,7 +212,8 @@ fn refuse_browser(server: &Server, req: &mut Request, accept: String, secs: u64)
         );
         let grace = Duration::from_secs(1);
         let _ = tokio::time::timeout(grace, ws.send(close)).await;
-        let _ = tokio::time::timeout(grace, async { while let Some(Ok(_)) = ws.next().await {} }).await;
+        let _ =
+            tokio::time::timeout(grace, async { while let Some(Ok(_)) = ws.next().await {} }).await;
     });
     switching_protocols(accept)
 }

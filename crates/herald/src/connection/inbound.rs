@@ -57,7 +57,10 @@ impl Conn {
             && !rate.on_message().await
         {
             crate::metrics::limit_violation(crate::metrics::Limit::InboundRate);
-            return Flow::Close(close::INBOUND_RATE, close::reason(close::INBOUND_RATE).into());
+            return Flow::Close(
+                close::INBOUND_RATE,
+                close::reason(close::INBOUND_RATE).into(),
+            );
         }
         let message = match inbound::parse(text) {
             Ok(m) => m,
@@ -186,7 +189,9 @@ impl Conn {
             let max = self.server.config.max_in_flight;
             let e = ErrorPayload::new(
                 names::IN_FLIGHT_LIMIT,
-                format!("{max} requests of this socket are in flight already: wait for their replies"),
+                format!(
+                    "{max} requests of this socket are in flight already: wait for their replies"
+                ),
             )
             .with("limit", max);
             self.send(outbound::reply_error(&cid, &e));

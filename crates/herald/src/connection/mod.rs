@@ -49,12 +49,12 @@ use tokio::time::{Instant, sleep};
 use tokio_websockets::{CloseCode, Message, Payload, WebSocketStream};
 
 use crate::admission::{Admitted, Slot};
-use auth::check_token_expiry;
 use crate::auth::unix_now;
 use crate::cluster::user_channel;
 use crate::queue::{Bounds, queue};
 use crate::server::ServerInner;
 use crate::socket::{RequestInfo, Socket, SocketShared, SocketState};
+use auth::check_token_expiry;
 
 use limits::{Allowance, Throttle};
 use writer::Out;
@@ -155,11 +155,7 @@ pub(crate) async fn run<S>(
 
 /// The task's loop; returns the inbound state (once no job holds it) and the
 /// close code and reason.
-async fn drive<S>(
-    conn: Conn,
-    ws: &mut WebSocketStream<S>,
-    out: &mut Out,
-) -> (Conn, u16, String)
+async fn drive<S>(conn: Conn, ws: &mut WebSocketStream<S>, out: &mut Out) -> (Conn, u16, String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -247,6 +243,9 @@ where
                 // the kill branch once this write is done; the write itself
                 // is bounded by `write_timeout`.
                 if let Err(e) = out.write_batch(ws, item).await {
+                    if shared.is_slow_consumer() {
+                        break (close::SLOW_CONSUMER, e, false);
+                    }
                     break (1006, e, false);
                 }
             }

@@ -333,6 +333,11 @@ impl Out {
             if let std::task::Poll::Ready(r) = futures_util::poll!(&mut work) {
                 r
             } else {
+                // A write blocked on a peer that does not read: meanwhile
+                // its queue stays within its bounds (this batch is counted
+                // until written), so memory is bounded however long it
+                // waits; past `write_timeout` the connection is dropped (as
+                // a slow consumer if its queue overflowed meanwhile).
                 match tokio::time::timeout(write_timeout, work).await {
                     Ok(r) => r,
                     Err(_) => Err(format!("write blocked for more than {write_timeout:?}")),

@@ -7,6 +7,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod admission;
 mod auth;
 mod backpressure;
 mod broker;
@@ -14,6 +15,7 @@ mod handshake;
 mod heartbeat;
 mod history;
 mod lifecycle;
+mod limits;
 mod malformed;
 mod middleware;
 mod namespaces;
