@@ -8,8 +8,9 @@
 //! backoff.
 //!
 //! The balancer is the [`FaultProxy`] with both nodes as upstreams: new
-//! connections go round robin and skip a node that refuses, as a real one
-//! does for a node being restarted. The clients are Rust clients
+//! connections go round robin and skip a node that refuses. As in a real
+//! deployment a node is taken out of the rotation before its SIGTERM and
+//! put back once it listens again. The clients are Rust clients
 //! (`herald-client`), which resubscribe from their last position on the
 //! node they reach. The figures come back as a [`RollingReport`]: time
 //! each client was away (max, p99, median), publications, deliveries,
@@ -122,6 +123,8 @@ pub struct RollingReport {
     pub restart: Vec<Duration>,
     /// Per node: SIGTERM until every client was open again.
     pub all_back: Vec<Duration>,
+    /// Per node: clients that reconnected because of its restart.
+    pub moved: Vec<u64>,
     /// The whole run.
     pub total: Duration,
 }
@@ -157,7 +160,8 @@ impl std::fmt::Display for RollingReport {
         )?;
         writeln!(
             f,
-            "  nodes: drain {}; listening again after {}; all clients back {} after SIGTERM; total {:.1} s",
+            "  nodes: clients moved {:?}; drain {}; listening again after {}; all clients back {} after SIGTERM; total {:.1} s",
+            self.moved,
             list(&self.drain),
             list(&self.restart),
             list(&self.all_back),
@@ -194,6 +198,8 @@ struct Seen {
 #[derive(Default)]
 struct Presence {
     open: AtomicU64,
+    /// Open connections that closed.
+    closes: AtomicU64,
     failed: AtomicU64,
     away: Mutex<Vec<Duration>>,
     codes: Mutex<BTreeMap<u16, u64>>,
@@ -203,14 +209,19 @@ fn end_marker() -> Value {
     json!("end")
 }
 
-async fn wait_all_open(presence: &Presence, n: usize, what: &str) -> Duration {
+/// Waits until `n` clients are open and at least `closes` closes were seen
+/// (so a node's clients are counted gone before they count as back).
+async fn wait_all_open(presence: &Presence, n: usize, closes: u64, what: &str) -> Duration {
     let started = Instant::now();
     let deadline = started + PHASE;
-    while presence.open.load(Ordering::Relaxed) < n as u64 {
+    while presence.open.load(Ordering::Relaxed) < n as u64
+        || presence.closes.load(Ordering::Relaxed) < closes
+    {
         assert!(
             Instant::now() < deadline,
-            "{what}: only {} of {n} clients open after {PHASE:?}",
-            presence.open.load(Ordering::Relaxed)
+            "{what}: only {} of {n} clients open ({} of {closes} closes seen) after {PHASE:?}",
+            presence.open.load(Ordering::Relaxed),
+            presence.closes.load(Ordering::Relaxed)
         );
         // Polling a counter the event tasks keep: no wire signal covers
         // "all of them".
@@ -244,8 +255,16 @@ pub async fn rolling_restart(broker: &str, options: &RollingOptions) -> RollingR
         .iter()
         .map(|n| SocketAddr::from(([127, 0, 0, 1], n.port())))
         .collect();
-    let balancer = FaultProxy::balance(upstreams).await.expect("the balancer");
+    let balancer = FaultProxy::balance(upstreams.clone())
+        .await
+        .expect("the balancer");
     let url = format!("ws://{}/socketcluster/", balancer.addr());
+    // The publishers' own balancer, so the subscribers' one counts
+    // subscribers only.
+    let publishers_balancer = FaultProxy::balance(upstreams)
+        .await
+        .expect("the publishers' balancer");
+    let publishers_url = format!("ws://{}/socketcluster/", publishers_balancer.addr());
 
     // Subscribers.
     let presence = Arc::new(Presence::default());
@@ -280,6 +299,7 @@ pub async fn rolling_restart(broker: &str, options: &RollingOptions) -> RollingR
                             if open {
                                 open = false;
                                 presence.open.fetch_sub(1, Ordering::Relaxed);
+                                presence.closes.fetch_add(1, Ordering::Relaxed);
                                 *presence.codes.lock().entry(code).or_default() += 1;
                                 closed_at = Some(Instant::now());
                             } else {
@@ -334,7 +354,7 @@ pub async fn rolling_restart(broker: &str, options: &RollingOptions) -> RollingR
         });
         clients.push(client);
     }
-    wait_all_open(&presence, options.clients, "connecting").await;
+    wait_all_open(&presence, options.clients, 0, "connecting").await;
 
     // Publishers, throughout.
     let stop = Arc::new(AtomicBool::new(false));
@@ -343,7 +363,7 @@ pub async fn rolling_restart(broker: &str, options: &RollingOptions) -> RollingR
     let acked: Arc<Mutex<Vec<HashSet<u64>>>> = Arc::new(Mutex::new(vec![HashSet::new(); channels]));
     let mut publishers = JoinSet::new();
     for _ in 0..options.publishers.max(1) {
-        let publisher = client_builder(&url, &options.reconnect)
+        let publisher = client_builder(&publishers_url, &options.reconnect)
             .connect()
             .await
             .expect("a publisher connects");
@@ -389,14 +409,31 @@ pub async fn rolling_restart(broker: &str, options: &RollingOptions) -> RollingR
         channels,
         ..RollingReport::default()
     };
-    for node in &mut nodes {
+    let both = balancer.upstreams();
+    for (i, node) in nodes.iter_mut().enumerate() {
+        // As an operator does: out of the balancer's rotation first (no new
+        // client is sent to a node that is about to close), then SIGTERM.
+        balancer.set_upstreams(vec![both[1 - i]]);
+        publishers_balancer.set_upstreams(vec![both[1 - i]]);
+        let before = presence.away.lock().len();
+        let on_node = balancer
+            .connections()
+            .iter()
+            .filter(|c| c.upstream == both[i])
+            .count() as u64;
+        let closes = presence.closes.load(Ordering::Relaxed) + on_node;
         let sigterm = Instant::now();
         report.drain.push(node.terminate().await);
         let exited = Instant::now();
         node.restart().await;
         report.restart.push(exited.elapsed());
-        wait_all_open(&presence, options.clients, "after a node's restart").await;
+        balancer.set_upstreams(both.clone());
+        publishers_balancer.set_upstreams(both.clone());
+        wait_all_open(&presence, options.clients, closes, "after a node's restart").await;
         report.all_back.push(sigterm.elapsed());
+        report
+            .moved
+            .push((presence.away.lock().len() - before) as u64);
         tokio::time::sleep(options.steady).await;
     }
 

@@ -162,6 +162,7 @@ pub fn execute(proxy: &FaultProxy, command: Command) -> String {
                         "id": c.id,
                         "client": c.client.to_string(),
                         "upstreamLocal": c.upstream_local.to_string(),
+                        "upstream": c.upstream.to_string(),
                         "fault": fault_json(c.fault),
                     })
                 })

@@ -77,6 +77,8 @@ pub struct ConnectionInfo {
     /// The proxy's local address towards the upstream: the remote address
     /// the server sees for this connection.
     pub upstream_local: SocketAddr,
+    /// The upstream it is forwarded to.
+    pub upstream: SocketAddr,
     /// Its fault now.
     pub fault: Fault,
 }
@@ -84,6 +86,7 @@ pub struct ConnectionInfo {
 struct Entry {
     client: SocketAddr,
     upstream_local: SocketAddr,
+    upstream: SocketAddr,
     fault: watch::Sender<Fault>,
     cut: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -254,6 +257,7 @@ impl FaultProxy {
                 id,
                 client: e.client,
                 upstream_local: e.upstream_local,
+                upstream: e.upstream,
                 fault: *e.fault.borrow(),
             })
             .collect()
@@ -314,7 +318,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             };
             let _ = client.set_nodelay(true);
             let _ = upstream.set_nodelay(true);
-            let Ok(upstream_local) = upstream.local_addr() else {
+            let (Ok(upstream_local), Ok(upstream_addr)) =
+                (upstream.local_addr(), upstream.peer_addr())
+            else {
                 return;
             };
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -334,6 +340,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 Entry {
                     client: peer,
                     upstream_local,
+                    upstream: upstream_addr,
                     fault: fault_tx,
                     cut: Some(cut_tx),
                     task: Some(task),

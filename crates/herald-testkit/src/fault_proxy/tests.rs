@@ -87,6 +87,7 @@ async fn passes_bytes_both_ways_and_the_end_of_stream() {
     assert_eq!(info[0].id, 1);
     assert_eq!(info[0].client, client.local_addr().unwrap());
     assert_eq!(info[0].upstream_local, server.peer_addr().unwrap());
+    assert_eq!(info[0].upstream, up);
     assert_eq!(info[0].fault, Fault::Pass);
 
     client.write_all(b"ping").await.unwrap();
