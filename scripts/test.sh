@@ -3,7 +3,8 @@
 # Debian packages (Node.js, redis-server, nats-server) and the services the
 # broker tests use (scripts/services.sh), the pinned npm packages (npm ci), then formatting,
 # lints, the Rust suites (unit, integration, doc tests) and the compatibility
-# suite driven by the official socketcluster-client. Nothing is skipped: a
+# suite driven by the official socketcluster-client, and the TypeScript
+# client's suites (clients/ts). Nothing is skipped: a
 # missing tool is installed or the run fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,5 +48,9 @@ cargo test --workspace --doc --locked
 
 log "compatibility suite: official socketcluster-client against herald serve"
 (cd tests/node && npm test)
+
+log "TypeScript client (clients/ts): npm ci, typecheck, build, unit and Node tests"
+(cd clients/ts && npm ci --no-audit --no-fund --loglevel=error && npm run typecheck && npm run build &&
+  npm run test:unit && npm run test:node)
 
 log "all suites passed"

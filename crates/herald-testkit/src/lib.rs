@@ -31,6 +31,7 @@
 
 pub mod broker_conformance;
 pub mod cluster_scenarios;
+pub mod fault_proxy;
 
 use std::time::Duration;
 
