@@ -3,7 +3,8 @@
 # Debian packages (Node.js, redis-server, nats-server) and the services the
 # broker tests use (scripts/services.sh), the pinned npm packages (npm ci), then formatting,
 # lints, the Rust suites (unit, integration, doc tests) and the compatibility
-# suite driven by the official socketcluster-client. Nothing is skipped: a
+# suite driven by the official socketcluster-client, and the TypeScript
+# client's suites (clients/ts). Nothing is skipped: a
 # missing tool is installed or the run fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +14,9 @@ log() { printf '\n==> %s\n' "$*"; }
 apt_missing=()
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
+# The TypeScript client's browser tests drive Debian's chromium with
+# playwright-core (browsers cannot be downloaded).
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 if ((${#apt_missing[@]})); then
   log "installing ${apt_missing[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive
@@ -47,5 +51,9 @@ cargo test --workspace --doc --locked
 
 log "compatibility suite: official socketcluster-client against herald serve"
 (cd tests/node && npm test)
+
+log "TypeScript client (clients/ts): npm ci, typecheck, build, unit, Node and browser tests"
+(cd clients/ts && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error &&
+  npm run typecheck && npm run build && npm run test:unit && npm run test:node && npm run test:browser)
 
 log "all suites passed"

@@ -1,5 +1,7 @@
 //! Command-line parsing and dispatch. Exit status: 0 when the scenario ran
-//! (whatever its figures), 1 on an error, 2 when the deadline passed.
+//! (whatever its figures), 1 on an error, 2 when the deadline passed, 3 when
+//! the scenario ran but one of its own checks failed (`storm`: a client not
+//! back, a client without its publication afterwards, `--max-rss-mib`).
 
 use std::future::Future;
 use std::io::Read as _;
@@ -112,7 +114,15 @@ fn scenario(
             } else {
                 print!("{}", outcome.human());
             }
-            Ok(ExitCode::SUCCESS)
+            let failures = outcome.failures();
+            for f in &failures {
+                eprintln!("herald-bench: check failed: {f}");
+            }
+            Ok(if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
     }
 }

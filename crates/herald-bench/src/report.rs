@@ -28,6 +28,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The scenario's own checks that failed (the storm's: all back, every
+    /// client with its publication, the RSS bound); empty when none did.
+    pub fn failures(&self) -> Vec<String> {
+        match self {
+            Outcome::Storm(r) => r.failures(),
+            _ => Vec::new(),
+        }
+    }
+
     /// The server label.
     pub fn label(&self) -> &str {
         match self {
@@ -257,6 +266,36 @@ impl Outcome {
                         thousands(r.kernel.syncookies_sent)
                     ),
                 );
+                row(
+                    &mut s,
+                    "publication after",
+                    format!(
+                        "{} of {} clients received the one of their channel ({} channels){}",
+                        thousands(r.verified),
+                        thousands(r.clients as u64),
+                        r.channels,
+                        r.check_s
+                            .map_or_else(String::new, |v| format!(" in {v:.2} s"))
+                    ),
+                );
+                if let Some(max) = r.max_rss_mib {
+                    row(
+                        &mut s,
+                        "RSS bound",
+                        format!(
+                            "{:.1} MiB (bound {max:.1} MiB): {}",
+                            r.server_hwm_mib,
+                            if r.server_hwm_mib <= max {
+                                "ok"
+                            } else {
+                                "EXCEEDED"
+                            }
+                        ),
+                    );
+                }
+                for f in r.failures() {
+                    row(&mut s, "FAILED", f);
+                }
             }
             Outcome::Recover(r) => {
                 row(
@@ -468,7 +507,13 @@ fn metrics(first: &Outcome) -> Vec<Metric> {
                 name: "server peak RSS (MiB)",
                 get: |o| Some(s(o).server_hwm_mib),
                 fmt: one,
-                goal: None,
+                goal: r.max_rss_mib.map(Goal::AtMost),
+            },
+            Metric {
+                name: "clients with the publication of their channel afterwards",
+                get: |o| Some(s(o).verified as f64),
+                fmt: int,
+                goal: Some(Goal::AtLeast(r.clients as f64)),
             },
         ],
         Outcome::Recover(_) => vec![

@@ -5,8 +5,16 @@
 //! jitter), waits until all are subscribed, SIGKILLs the server and starts it
 //! again on the same port. It reports the time from the moment the new
 //! server listens until every client is connected and subscribed again, and
-//! the new server's CPU (average and peak over 50 ms intervals) and peak
+//! the new server's CPU (average and peak over 100 ms intervals) and peak
 //! memory meanwhile.
+//!
+//! Being back is not enough: once every client is resubscribed the bench
+//! publishes one check publication on every channel (acknowledged by the
+//! server) and waits until every client has received the one of its own
+//! channel. With `--max-rss-mib` the new server's peak RSS (VmHWM) is checked
+//! against a bound too. A failed check (not all back, a client without its
+//! publication, RSS over the bound) is listed in the result's `failures` and
+//! makes the bench exit with status 3.
 //!
 //! With full jitter every client's next attempt comes at most one backoff
 //! cap after the restart, so a server that accepts the storm quickly brings
@@ -18,10 +26,14 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use tokio::time::sleep;
 
+use herald_protocol::{Cid, outbound};
+use serde_json::value::RawValue;
+
 use crate::common::{Common, Harness, Progress, mono_ns};
 use crate::procstat::{ListenCounters, Sampler, Usage, listen_counters};
 use crate::stats::thousands;
-use crate::worker::{Pool, PoolConfig, slices};
+use crate::wire::{self, Stamp, Target};
+use crate::worker::{CHECK_PUBLISHER, Pool, PoolConfig, slices};
 
 /// `storm` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -54,6 +66,14 @@ pub struct StormArgs {
     /// Default: backoff max + 30 s.
     #[arg(long, value_parser = humantime::parse_duration)]
     pub recovery_timeout: Option<Duration>,
+    /// Fail (exit status 3) when the restarted server's peak RSS (VmHWM)
+    /// exceeds this many MiB.
+    #[arg(long, value_name = "MIB")]
+    pub max_rss_mib: Option<f64>,
+    /// Give up waiting for every client to receive its check publication
+    /// after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "30s")]
+    pub check_timeout: Duration,
 }
 
 impl StormArgs {
@@ -64,7 +84,10 @@ impl StormArgs {
 
     /// Generous time for the whole run.
     pub fn default_deadline(&self) -> Duration {
-        Duration::from_secs(90 + self.clients as u64 / 100) + self.settle + self.recovery_timeout()
+        Duration::from_secs(90 + self.clients as u64 / 100)
+            + self.settle
+            + self.recovery_timeout()
+            + self.check_timeout
     }
 }
 
@@ -102,6 +125,72 @@ pub struct StormResult {
     /// until all were back: the server's listen backlog was too short.
     #[serde(default)]
     pub kernel: ListenCounters,
+    /// Clients that received the check publication of their channel after
+    /// they were back (must be `clients`).
+    #[serde(default)]
+    pub verified: u64,
+    /// Seconds from the first check publication until every client had
+    /// its one (`None`: not all did in time).
+    #[serde(default)]
+    pub check_s: Option<f64>,
+    /// The RSS bound checked (`--max-rss-mib`), MiB.
+    #[serde(default)]
+    pub max_rss_mib: Option<f64>,
+}
+
+impl StormResult {
+    /// The checks that failed, in words (empty: the storm passed).
+    pub fn failures(&self) -> Vec<String> {
+        let n = self.clients as u64;
+        let mut out = Vec::new();
+        if self.recovery_s.is_none() || self.back < n {
+            out.push(format!("only {} of {n} clients came back", self.back));
+        }
+        if self.verified < n {
+            out.push(format!(
+                "only {} of {n} clients received the publication of their channel after the restart",
+                self.verified
+            ));
+        }
+        if let Some(max) = self.max_rss_mib
+            && self.server_hwm_mib > max
+        {
+            out.push(format!(
+                "server peak RSS {:.1} MiB exceeds the bound of {max:.1} MiB",
+                self.server_hwm_mib
+            ));
+        }
+        out
+    }
+}
+
+/// Publishes one check publication on each of `channels` channels through
+/// a connection of its own, each acknowledged by the server.
+async fn publish_checks(target: &Target, channels: u32) -> anyhow::Result<()> {
+    let mut ws = wire::connect_subscribed(target, None, None, Duration::from_secs(10))
+        .await
+        .context("connecting the check publisher")?;
+    let mut scratch = String::new();
+    for c in 0..channels {
+        let stamp = Stamp {
+            publisher: CHECK_PUBLISHER,
+            seq: u64::from(c),
+            sent_ns: mono_ns(),
+        };
+        wire::encode_data(stamp, 0, &mut scratch);
+        let data: &RawValue = serde_json::from_str(&scratch).context("check data")?;
+        let cid = u64::from(c) + 2;
+        let frame =
+            outbound::publish_request(&format!("bench/{c}"), Some(data), Some(&Cid::from(cid)));
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            wire::request(&mut ws, frame, cid, "publish"),
+        )
+        .await
+        .context("check publication not acknowledged in 10 s")??;
+    }
+    let _ = futures_util::SinkExt::close(&mut ws).await;
+    Ok(())
 }
 
 /// Runs the scenario.
@@ -160,8 +249,6 @@ async fn run_with(args: &StormArgs, harness: &mut Harness) -> anyhow::Result<Sto
             .await;
         let b = sampler.now().context("cannot read the restarted server")?;
         let kernel = listen_counters().since(&listen_before);
-        let totals = pool.totals();
-        progress.done();
         let recovery_s = match waited {
             Ok(t) => t
                 .allback_ns
@@ -171,6 +258,27 @@ async fn run_with(args: &StormArgs, harness: &mut Harness) -> anyhow::Result<Sto
                 None
             }
         };
+        // Every channel once; every client must get the one of its own.
+        let mut check_s = None;
+        if recovery_s.is_some() {
+            progress.update("all back; publishing on every channel");
+            let started = std::time::Instant::now();
+            publish_checks(&harness.target, cfg.channels).await?;
+            match pool
+                .wait_for(
+                    args.check_timeout,
+                    &mut progress,
+                    |t| t.verified >= n,
+                    |t| format!("received {}/{}", thousands(t.verified), thousands(n)),
+                )
+                .await
+            {
+                Ok(_) => check_s = Some(started.elapsed().as_secs_f64()),
+                Err(e) => eprintln!("warning: {e}"),
+            }
+        }
+        let totals = pool.totals();
+        progress.done();
         Ok::<_, anyhow::Error>(StormResult {
             label: args.common.label.clone(),
             clients: args.clients,
@@ -186,6 +294,9 @@ async fn run_with(args: &StormArgs, harness: &mut Harness) -> anyhow::Result<Sto
             server_hwm_mib: sampler.hwm_mib(),
             failed_attempts: totals.failed,
             kernel,
+            verified: totals.verified,
+            check_s,
+            max_rss_mib: args.max_rss_mib,
         })
     }
     .await;

@@ -13,9 +13,11 @@
 //!
 //! The worker reports on stdout, one line each:
 //!
-//! * `status SUBSCRIBED BACK FAILED DROPS` every 200 ms: clients subscribed
-//!   now, clients subscribed at least twice (back after a disconnect),
-//!   failed connection attempts, connections lost;
+//! * `status SUBSCRIBED BACK FAILED DROPS VERIFIED` every 200 ms: clients
+//!   subscribed now, clients subscribed at least twice (back after a
+//!   disconnect), failed connection attempts, connections lost, clients that
+//!   received the check publication ([`CHECK_PUBLISHER`]) on their channel
+//!   after they were back;
 //! * `ready` once, when every client is subscribed for the first time;
 //! * `allback NS` once, when every client is back, with the CLOCK_MONOTONIC
 //!   time at which the last of them completed its subscription;
@@ -89,23 +91,46 @@ pub fn backoff_cap(initial: Duration, max: Duration, attempt: u32) -> Duration {
     initial.saturating_mul(factor).min(max)
 }
 
+/// The publisher index of the storm's check publications: the controller
+/// publishes one on every channel once every client is back, and each
+/// client counts the one of its own channel (once).
+pub const CHECK_PUBLISHER: u32 = u32::MAX;
+
 #[derive(Default)]
 struct Counters {
     subscribed: AtomicU64,
     back: AtomicU64,
     failed: AtomicU64,
     drops: AtomicU64,
+    verified: AtomicU64,
     last_back_ns: AtomicU64,
 }
 
-/// Idles on a subscribed connection, answering pings, until it ends.
-async fn idle(mut ws: Ws) {
+/// Idles on a subscribed connection, answering pings, until it ends. A
+/// check publication on `channel` received while `back` counts the client
+/// as verified (once: `verified` remembers it across connections).
+async fn idle(mut ws: Ws, channel: &str, back: bool, verified: &mut bool, c: &Counters) {
     while let Some(Ok(msg)) = ws.next().await {
         if msg.is_close() {
             break;
         }
-        if msg.as_text() == Some("") && ws.send(wire::pong()).await.is_err() {
-            break;
+        let Some(text) = msg.as_text() else { continue };
+        if text.is_empty() {
+            if ws.send(wire::pong()).await.is_err() {
+                break;
+            }
+            continue;
+        }
+        if back && !*verified {
+            wire::read_message(text, |ch, stamp| {
+                if ch == channel
+                    && stamp.is_some_and(|s| s.publisher == CHECK_PUBLISHER)
+                    && !*verified
+                {
+                    *verified = true;
+                    c.verified.fetch_add(1, Relaxed);
+                }
+            });
         }
     }
 }
@@ -121,6 +146,7 @@ async fn client(
     let mut permit = sem.acquire_owned().await.ok();
     let mut subscribes = 0u32;
     let mut attempt = 0u32;
+    let mut verified = false;
     loop {
         let r = wire::connect_subscribed(
             &target,
@@ -139,7 +165,7 @@ async fn client(
                     c.last_back_ns.fetch_max(mono_ns(), Relaxed);
                     c.back.fetch_add(1, Relaxed);
                 }
-                idle(ws).await;
+                idle(ws, &channel, subscribes >= 2, &mut verified, &c).await;
                 c.subscribed.fetch_sub(1, Relaxed);
                 c.drops.fetch_add(1, Relaxed);
             }
@@ -199,9 +225,10 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         let sub = counters.subscribed.load(Relaxed);
         let back = counters.back.load(Relaxed);
         say(&format!(
-            "status {sub} {back} {} {}",
+            "status {sub} {back} {} {} {}",
             counters.failed.load(Relaxed),
-            counters.drops.load(Relaxed)
+            counters.drops.load(Relaxed),
+            counters.verified.load(Relaxed)
         ));
         if !ready && sub == count {
             ready = true;
@@ -228,6 +255,8 @@ pub struct Totals {
     pub failed: u64,
     /// Connections lost.
     pub drops: u64,
+    /// Clients that received the check publication after they were back.
+    pub verified: u64,
     /// Whether every worker reported `ready`.
     pub ready: bool,
     /// When every worker reported `allback`: the latest of their times.
@@ -347,6 +376,7 @@ impl Pool {
             t.back += w.back;
             t.failed += w.failed;
             t.drops += w.drops;
+            t.verified += w.verified;
             t.ready &= w.ready;
             t.allback_ns = match (t.allback_ns, w.allback_ns) {
                 (Some(a), Some(b)) => Some(a.max(b)),
@@ -412,6 +442,7 @@ fn apply_line(st: &mut Totals, line: &str) {
             st.back = n();
             st.failed = n();
             st.drops = n();
+            st.verified = n();
         }
         Some("ready") => st.ready = true,
         Some("allback") => st.allback_ns = parts.next().and_then(|v| v.parse().ok()),
@@ -448,11 +479,14 @@ mod tests {
     #[test]
     fn report_lines_are_folded() {
         let mut st = Totals::default();
-        apply_line(&mut st, "status 10 3 1 2");
+        apply_line(&mut st, "status 10 3 1 2 7");
         apply_line(&mut st, "ready");
         apply_line(&mut st, "allback 12345");
         apply_line(&mut st, "noise");
-        assert_eq!((st.subscribed, st.back, st.failed, st.drops), (10, 3, 1, 2));
+        assert_eq!(
+            (st.subscribed, st.back, st.failed, st.drops, st.verified),
+            (10, 3, 1, 2, 7)
+        );
         assert!(st.ready);
         assert_eq!(st.allback_ns, Some(12345));
         apply_line(&mut st, "fatal oh no");

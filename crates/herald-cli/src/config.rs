@@ -24,6 +24,14 @@ pub struct FileConfig {
     pub path: Option<String>,
     /// HS256 secret.
     pub auth_secret: Option<String>,
+    /// Audiences a token's `aud` must name (a string or an array).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub auth_audience: Option<Vec<String>>,
+    /// Issuers a token's `iss` must be (a string or an array).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub auth_issuer: Option<Vec<String>>,
+    /// Longest accepted auth token, bytes.
+    pub max_auth_token: Option<usize>,
     /// Server ping interval.
     #[serde(default, with = "humantime_serde")]
     pub ping_interval: Option<Duration>,
@@ -130,6 +138,20 @@ pub struct ChannelsSection {
     /// `plain` (default) or `refuse`.
     #[serde(default, deserialize_with = "unknown_namespaces")]
     pub unknown_namespaces: Option<UnknownNamespaces>,
+}
+
+/// A string or an array of strings, as a list.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    }))
 }
 
 fn rule<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rule>, D::Error> {
@@ -352,6 +374,23 @@ mod tests {
             let err = format!("{:#}", FileConfig::parse(text).unwrap_err());
             assert!(err.contains(needle), "{text:?}: {err}");
         }
+    }
+
+    #[test]
+    fn auth_audience_issuer_and_token_bound() {
+        let c = FileConfig::parse(
+            r#"
+            auth_audience = "app"
+            auth_issuer = ["https://a.example", "https://b.example"]
+            max_auth_token = 4096
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.auth_audience, Some(vec!["app".to_owned()]));
+        assert_eq!(c.auth_issuer.as_ref().map(Vec::len), Some(2));
+        assert_eq!(c.max_auth_token, Some(4096));
+        let err = FileConfig::parse("auth_audience = 5").unwrap_err();
+        assert!(format!("{err:#}").contains("auth_audience"), "{err:#}");
     }
 
     #[test]

@@ -119,6 +119,12 @@ pub struct ServeSettings {
     pub broker: String,
     /// Node id (random when not set).
     pub node_id: Option<String>,
+    /// Audiences a token must name (empty: not checked).
+    pub auth_audience: Vec<String>,
+    /// Issuers a token must come from (empty: not checked).
+    pub auth_issuer: Vec<String>,
+    /// Longest accepted auth token, bytes (default 8 KiB).
+    pub max_auth_token: Option<usize>,
     /// Certificate chain and key files, when serving TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
 }
@@ -177,6 +183,9 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         auth_secret,
         broker,
         node_id,
+        auth_audience: file.auth_audience.clone().unwrap_or_default(),
+        auth_issuer: file.auth_issuer.clone().unwrap_or_default(),
+        max_auth_token: file.max_auth_token,
         tls,
     })
 }
@@ -261,6 +270,15 @@ pub async fn serve(
     let mut builder = ServerBuilder::new().config(settings.config.clone());
     if let Some(secret) = &settings.auth_secret {
         builder = builder.auth_secret(secret);
+    }
+    if !settings.auth_audience.is_empty() {
+        builder = builder.auth_audience(settings.auth_audience.clone());
+    }
+    if !settings.auth_issuer.is_empty() {
+        builder = builder.auth_issuer(settings.auth_issuer.clone());
+    }
+    if let Some(n) = settings.max_auth_token {
+        builder = builder.max_auth_token(n);
     }
     let broker = brokers::connect(&settings.broker)
         .await

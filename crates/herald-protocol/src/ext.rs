@@ -93,9 +93,21 @@ pub struct HistoryRequest {
 pub struct HistoryPublication {
     /// Its offset.
     pub offset: u64,
-    /// Its data, verbatim (absent when published without data).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Its data, verbatim (absent when published without data; a
+    /// published `null` stays `Some("null")`).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "some_raw"
+    )]
     pub data: Option<Box<RawValue>>,
+}
+
+/// Deserializes a present field as `Some(raw)`, keeping `null` as a value
+/// (a plain `Option<Box<RawValue>>` turns a published `null` into `None`,
+/// the same as no data at all).
+fn some_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<RawValue>>, D::Error> {
+    Box::<RawValue>::deserialize(d).map(Some)
 }
 
 /// The reply of [`HISTORY`]: `{"publications":[...],"offset":TOP,"epoch":E}`.

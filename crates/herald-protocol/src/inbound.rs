@@ -355,6 +355,14 @@ fn invalid(cid: Option<Cid>, message: &str) -> Packet<'static> {
 
 /// Parses one frame (a JSON object).
 pub fn parse_frame(text: &str) -> Result<Packet<'_>, ParseError> {
+    // serde would also read a JSON array into the frame's fields by
+    // position (`["#handshake",{},1]` as a handshake): a frame is an object.
+    if text.trim_start().as_bytes().first() != Some(&b'{') {
+        return Err(match serde_json::from_str::<&RawValue>(text) {
+            Ok(_) => ParseError::NotAnObject,
+            Err(e) => ParseError::Json(e.to_string()),
+        });
+    }
     let frame: RawFrame<'_> = serde_json::from_str(text).map_err(|e| {
         if e.is_data() {
             ParseError::NotAnObject
@@ -676,6 +684,19 @@ mod tests {
         assert!(matches!(frames[0], Ok(Packet::Subscribe { .. })));
         assert!(frames[1].is_err());
         assert!(matches!(frames[2], Ok(Packet::Transmit { .. })));
+    }
+
+    #[test]
+    fn an_array_inside_a_batch_is_not_a_frame() {
+        let msg = parse(r##"[["#handshake",{"authToken":"t"},1],[]]"##).unwrap();
+        let frames: Vec<_> = msg.into_packets().collect();
+        assert_eq!(frames.len(), 2);
+        assert!(
+            frames
+                .iter()
+                .all(|f| matches!(f, Err(ParseError::NotAnObject))),
+            "{frames:?}"
+        );
     }
 
     #[test]

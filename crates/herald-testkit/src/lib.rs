@@ -31,6 +31,8 @@
 
 pub mod broker_conformance;
 pub mod cluster_scenarios;
+pub mod fault_proxy;
+pub mod rolling_restart;
 
 use std::time::Duration;
 

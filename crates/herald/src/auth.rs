@@ -67,12 +67,28 @@ impl TokenError {
     }
 }
 
+/// Default of [`AuthEngine::max_token_len`]: 8 KiB, far above any real
+/// token (a few hundred bytes) and far below what costs anything to refuse.
+pub const DEFAULT_MAX_TOKEN_LEN: usize = 8 * 1024;
+
 /// Issues and verifies the auth tokens of one server.
+///
+/// Verification refuses, in this order and before any signature check: a
+/// token longer than [`AuthEngine::max_token_len`], a token that is not three
+/// dot-separated parts, `alg: none` or an empty signature, and any algorithm
+/// but the engine's own (so an HS256 token "signed" with an RSA public key
+/// never reaches the HMAC code). Then the signature, `exp` and `nbf` (no
+/// leeway), then the audience and issuer when they are configured. The
+/// `kid` header is never read: an engine has exactly one key, so a key id
+/// cannot select another key, a file or a database row.
 pub struct AuthEngine {
     algorithm: Algorithm,
     encoding: Option<EncodingKey>,
     decoding: DecodingKey,
     validation: Validation,
+    max_token_len: usize,
+    audience: Vec<String>,
+    issuer: Vec<String>,
 }
 
 impl std::fmt::Debug for AuthEngine {
@@ -80,6 +96,9 @@ impl std::fmt::Debug for AuthEngine {
         f.debug_struct("AuthEngine")
             .field("algorithm", &self.algorithm)
             .field("can_sign", &self.encoding.is_some())
+            .field("max_token_len", &self.max_token_len)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
             .finish()
     }
 }
@@ -102,7 +121,93 @@ impl AuthEngine {
             encoding,
             decoding,
             validation,
+            max_token_len: DEFAULT_MAX_TOKEN_LEN,
+            audience: Vec::new(),
+            issuer: Vec::new(),
         }
+    }
+
+    /// Refuses tokens longer than `bytes` (default
+    /// [`DEFAULT_MAX_TOKEN_LEN`]) with `AuthTokenInvalidError` before
+    /// decoding anything, so a megabyte "token" costs a length comparison.
+    #[must_use]
+    pub fn max_token_len(mut self, bytes: usize) -> Self {
+        self.max_token_len = bytes;
+        self
+    }
+
+    /// The longest token this engine verifies.
+    pub fn token_len_limit(&self) -> usize {
+        self.max_token_len
+    }
+
+    /// Accepts only tokens whose `aud` claim (a string, or an array of
+    /// strings) names one of `audience`; a token without `aud` is refused.
+    /// Empty (the default): `aud` is not checked. Refusals are
+    /// `AuthTokenInvalidError` "jwt audience invalid. expected: ...", as
+    /// node's `jsonwebtoken` words them.
+    #[must_use]
+    pub fn audience<I, S>(mut self, audience: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.audience = audience.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Accepts only tokens whose `iss` claim is one of `issuer`; a token
+    /// without `iss` is refused. Empty (the default): `iss` is not checked.
+    /// Refusals are `AuthTokenInvalidError` "jwt issuer invalid. expected:
+    /// ...".
+    #[must_use]
+    pub fn issuer<I, S>(mut self, issuer: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.issuer = issuer.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The audiences a token must name (empty: not checked).
+    pub fn audiences(&self) -> &[String] {
+        &self.audience
+    }
+
+    /// The issuers a token must come from (empty: not checked).
+    pub fn issuers(&self) -> &[String] {
+        &self.issuer
+    }
+
+    /// The `aud` and `iss` checks of node's `jsonwebtoken`, on claims whose
+    /// signature is verified: `aud` (string or array) must name a configured
+    /// audience, `iss` must be a configured issuer.
+    fn check_audience_and_issuer(&self, claims: &Claims) -> Result<(), TokenError> {
+        if !self.audience.is_empty() {
+            let wanted = |a: &str| self.audience.iter().any(|w| w == a);
+            let ok = match claims.get("aud") {
+                Some(Value::String(a)) => wanted(a),
+                Some(Value::Array(list)) => list.iter().filter_map(Value::as_str).any(wanted),
+                _ => false,
+            };
+            if !ok {
+                return Err(TokenError::invalid(&format!(
+                    "jwt audience invalid. expected: {}",
+                    self.audience.join(" or ")
+                )));
+            }
+        }
+        if !self.issuer.is_empty() {
+            let ok = matches!(claims.get("iss"), Some(Value::String(i)) if self.issuer.contains(i));
+            if !ok {
+                return Err(TokenError::invalid(&format!(
+                    "jwt issuer invalid. expected: {}",
+                    self.issuer.join(",")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// HS256 with a shared secret (what `herald serve --auth-secret` uses).
@@ -197,6 +302,13 @@ impl AuthEngine {
     /// Verifies a signed token and returns its claims, or the error the
     /// client receives.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if token.len() > self.max_token_len {
+            return Err(TokenError::invalid(&format!(
+                "jwt too long: {} bytes, the limit is {}",
+                token.len(),
+                self.max_token_len
+            )));
+        }
         let mut parts = token.split('.');
         let (Some(header), Some(_payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -216,7 +328,10 @@ impl AuthEngine {
             return Err(TokenError::invalid("invalid algorithm"));
         }
         match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(data.claims),
+            Ok(data) => {
+                self.check_audience_and_issuer(&data.claims)?;
+                Ok(data.claims)
+            }
             Err(e) => Err(match e.kind() {
                 ErrorKind::ExpiredSignature => {
                     let exp = claim_secs(token, "exp");
@@ -373,6 +488,60 @@ mod tests {
         let e = err(&future);
         assert_eq!(e.name, "AuthTokenNotBeforeError");
         assert!(!e.is_bad_token());
+    }
+
+    #[test]
+    fn long_tokens_are_refused_before_decoding() {
+        let engine = AuthEngine::hs256("secret").max_token_len(64);
+        let e = engine.verify(&"a".repeat(65)).unwrap_err().payload;
+        assert_eq!(e.name, "AuthTokenInvalidError");
+        assert!(e.message.contains("too long"), "{}", e.message);
+        assert!(e.is_bad_token());
+        assert_eq!(
+            AuthEngine::hs256("s").token_len_limit(),
+            DEFAULT_MAX_TOKEN_LEN
+        );
+    }
+
+    #[test]
+    fn audience_and_issuer_are_checked_when_configured() {
+        let engine = AuthEngine::hs256("secret")
+            .audience(["app", "admin"])
+            .issuer(["https://login.example"]);
+        let sign = |v: Value| engine.sign(&claims(v), Duration::from_secs(60)).unwrap();
+        let iss = "https://login.example";
+        assert!(
+            engine
+                .verify(&sign(json!({"aud": "app", "iss": iss})))
+                .is_ok()
+        );
+        assert!(
+            engine
+                .verify(&sign(json!({"aud": ["x", "admin"], "iss": iss})))
+                .is_ok()
+        );
+        for (bad, needle) in [
+            (json!({"aud": "other", "iss": iss}), "audience"),
+            (json!({"aud": ["x", 5], "iss": iss}), "audience"),
+            (json!({"iss": iss}), "audience"),
+            (
+                json!({"aud": "app", "iss": "https://evil.example"}),
+                "issuer",
+            ),
+            (json!({"aud": "app"}), "issuer"),
+            (json!({"aud": "app", "iss": [iss]}), "issuer"),
+        ] {
+            let e = engine.verify(&sign(bad.clone())).unwrap_err().payload;
+            assert_eq!(e.name, "AuthTokenInvalidError", "{bad}");
+            assert!(e.message.contains(needle), "{bad}: {}", e.message);
+            assert!(e.is_bad_token());
+        }
+        // Not configured: not checked.
+        let plain = AuthEngine::hs256("secret");
+        let t = plain
+            .sign(&claims(json!({"aud": "whatever"})), Duration::from_secs(60))
+            .unwrap();
+        assert!(plain.verify(&t).is_ok());
     }
 
     #[test]

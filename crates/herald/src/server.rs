@@ -97,6 +97,9 @@ pub struct ServerBuilder {
     publish_out: Vec<Arc<dyn PublishOutMiddleware>>,
     on_connection: Vec<ConnectHook>,
     on_disconnection: Vec<DisconnectHook>,
+    auth_audience: Option<Vec<String>>,
+    auth_issuer: Option<Vec<String>>,
+    max_auth_token: Option<usize>,
 }
 
 impl Default for ServerBuilder {
@@ -120,6 +123,9 @@ impl ServerBuilder {
             publish_out: Vec::new(),
             on_connection: Vec::new(),
             on_disconnection: Vec::new(),
+            auth_audience: None,
+            auth_issuer: None,
+            max_auth_token: None,
         }
     }
 
@@ -188,6 +194,37 @@ impl ServerBuilder {
     /// Uses a configured [`AuthEngine`] (e.g. RS256 or EdDSA keys).
     pub fn auth(mut self, engine: AuthEngine) -> Self {
         self.auth = Some(engine);
+        self
+    }
+
+    /// Accepts only tokens whose `aud` claim names one of `audience`
+    /// ([`AuthEngine::audience`]); applies to whichever engine the server
+    /// ends up with. Default: `aud` is not checked.
+    pub fn auth_audience<I, S>(mut self, audience: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.auth_audience = Some(audience.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Accepts only tokens whose `iss` claim is one of `issuer`
+    /// ([`AuthEngine::issuer`]). Default: `iss` is not checked.
+    pub fn auth_issuer<I, S>(mut self, issuer: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.auth_issuer = Some(issuer.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// The longest auth token the server verifies, in bytes; a longer one
+    /// is refused (`AuthTokenInvalidError`) before any decoding or crypto
+    /// ([`AuthEngine::max_token_len`]). Default 8 KiB.
+    pub fn max_auth_token(mut self, bytes: usize) -> Self {
+        self.max_auth_token = Some(bytes);
         self
     }
 
@@ -290,6 +327,18 @@ impl ServerBuilder {
             );
             AuthEngine::random()
         });
+        let auth = match self.auth_audience {
+            Some(a) => auth.audience(a),
+            None => auth,
+        };
+        let auth = match self.auth_issuer {
+            Some(i) => auth.issuer(i),
+            None => auth,
+        };
+        let auth = match self.max_auth_token {
+            Some(n) => auth.max_token_len(n),
+            None => auth,
+        };
         let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
         let node_id = self
             .node_id
