@@ -95,7 +95,11 @@ export class SharedClient implements Client {
     else sendHello(loaded);
     this.#unwatch = this.#store.watch?.((t) => this.#tokenChanged(t)) ?? null;
     if (typeof addEventListener === 'function' && typeof window !== 'undefined') {
-      const bye = () => this.#post({ t: 'bye' });
+      // A page kept in the back/forward cache may come back: no goodbye
+      // then (if it stays away, the hub's pings notice).
+      const bye = (e: Event) => {
+        if (!(e as PageTransitionEvent).persisted) this.#post({ t: 'bye' });
+      };
       addEventListener('pagehide', bye);
       this.#unload = () => removeEventListener('pagehide', bye);
     }
