@@ -97,6 +97,9 @@ struct Shared {
     next_upstream: AtomicU64,
     default_fault: Mutex<Fault>,
     entries: Mutex<BTreeMap<u64, Entry>>,
+    /// Set (under the `entries` lock) when the proxy is dropped: a
+    /// connection still being set up then closes instead of registering.
+    stopped: std::sync::atomic::AtomicBool,
     next_id: AtomicU64,
     /// Bumped whenever a connection is added or removed.
     changes: watch::Sender<u64>,
@@ -144,6 +147,7 @@ impl FaultProxy {
             next_upstream: AtomicU64::new(0),
             default_fault: Mutex::new(Fault::Pass),
             entries: Mutex::new(BTreeMap::new()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             changes: watch::Sender::new(0),
         });
@@ -289,6 +293,7 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.accept.abort();
         let mut entries = self.shared.entries.lock();
+        self.shared.stopped.store(true, Ordering::Relaxed);
         for e in entries.values_mut() {
             if let Some(task) = e.task.take() {
                 task.abort();
@@ -335,17 +340,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     shared.changed();
                 }
             }));
-            shared.entries.lock().insert(
-                id,
-                Entry {
-                    client: peer,
-                    upstream_local,
-                    upstream: upstream_addr,
-                    fault: fault_tx,
-                    cut: Some(cut_tx),
-                    task: Some(task),
-                },
-            );
+            {
+                let mut entries = shared.entries.lock();
+                if shared.stopped.load(Ordering::Relaxed) {
+                    task.abort();
+                    return;
+                }
+                entries.insert(
+                    id,
+                    Entry {
+                        client: peer,
+                        upstream_local,
+                        upstream: upstream_addr,
+                        fault: fault_tx,
+                        cut: Some(cut_tx),
+                        task: Some(task),
+                    },
+                );
+            }
             shared.changed();
             // Only now may the relay end and remove its entry.
             let _ = go_tx.send(());

@@ -390,3 +390,13 @@ async fn the_control_socket_drives_the_proxy() {
     assert_eq!(e.kind(), ErrorKind::ConnectionReset);
     serving.abort();
 }
+
+#[tokio::test]
+async fn dropping_the_proxy_closes_its_connections() {
+    let proxy = FaultProxy::start(echo_upstream().await).await.unwrap();
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    roundtrip(&mut client, b"up").await;
+    drop(proxy);
+    let mut buf = [0u8; 1];
+    assert_eq!(within("EOF", client.read(&mut buf)).await.unwrap(), 0);
+}
