@@ -15,7 +15,7 @@
 //! node they reach. The figures come back as a [`RollingReport`]: time
 //! each client was away (max, p99, median), publications, deliveries,
 //! duplicates, gaps, lost publications, the close codes clients saw
-//! (1001 from a node shutting down today; 1012 once graceful drain is in),
+//! (1012 from a node draining on SIGTERM),
 //! and how long each node took to drain and to listen again.
 //!
 //! The suite runs it with 2,000 clients (herald-broker-redis's
