@@ -101,3 +101,5 @@ pub use reads::ReadError;
 pub use server::{ConfigError, Exchange, Server, ServerBuilder};
 pub use socket::{RequestInfo, SendError, Socket, SocketState};
 pub use tls::{TlsConfig, TlsError};
+#[cfg(feature = "test-echo")]
+pub use transport::echo_router;
