@@ -46,6 +46,7 @@ test('token sync: login in tab A authenticates tab B within a second; logout in 
   await b.waitForFunction(() => t.auth.some((e) => e.in === 'ada'), null, { timeout: 5000 });
   const bAt = await b.evaluate(() => t.auth.find((e) => e.in === 'ada').at);
   assert.ok(bAt - loggedIn < 1000, `tab B authenticated ${bAt - loggedIn} ms after the login`);
+  t.diagnostic(`tab B authenticated ${bAt - loggedIn} ms after tab A's login`);
   assert.equal((await b.evaluate(() => t.whoami())).sub, 'ada', 'the server sees tab B authenticated');
   const loggedOut = await b.evaluate(async () => {
     await t.client.deauthenticate();
@@ -54,6 +55,7 @@ test('token sync: login in tab A authenticates tab B within a second; logout in 
   await a.waitForFunction(() => t.auth.some((e) => e.out), null, { timeout: 5000 });
   const aAt = await a.evaluate(() => t.auth.find((e) => e.out).at);
   assert.ok(aAt - loggedOut < 1000, `tab A logged out ${aAt - loggedOut} ms after tab B`);
+  t.diagnostic(`tab A logged out ${aAt - loggedOut} ms after tab B's logout`);
   assert.equal(await a.evaluate(() => t.whoami()), null);
   assert.equal(await a.evaluate(() => localStorage.getItem('herald.authToken')), null);
   noErrors(tabs);
