@@ -14,6 +14,9 @@ log() { printf '\n==> %s\n' "$*"; }
 apt_missing=()
 command -v node >/dev/null 2>&1 || apt_missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || apt_missing+=(npm)
+# The TypeScript client's browser tests drive Debian's chromium with
+# playwright-core (browsers cannot be downloaded).
+[ -x /usr/bin/chromium ] || apt_missing+=(chromium)
 if ((${#apt_missing[@]})); then
   log "installing ${apt_missing[*]} (apt)"
   export DEBIAN_FRONTEND=noninteractive
@@ -55,8 +58,9 @@ cargo test --workspace --doc --locked
 log "compatibility suite: official socketcluster-client against herald serve"
 (cd tests/node && npm test)
 
-log "TypeScript client (clients/ts): npm ci, typecheck, build, unit and Node tests"
-(cd clients/ts && npm ci --no-audit --no-fund --loglevel=error && npm run typecheck && npm run build &&
-  npm run test:unit && npm run test:node)
+log "TypeScript client (clients/ts): npm ci, typecheck, build, demo bundle up to date, unit, Node and browser tests"
+(cd clients/ts && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error &&
+  npm run typecheck && npm run build && npm run check:demo &&
+  npm run test:unit && npm run test:node && npm run test:browser)
 
 log "all suites passed"

@@ -402,6 +402,26 @@ impl FixtureProcess {
         let _ = self.child.wait().await;
     }
 
+    /// The port it listens on (kept across [`FixtureProcess::restart`]).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// SIGTERMs the node (it closes its sockets and exits, as in a rolling
+    /// deployment) and waits for it to exit; returns how long that took.
+    pub async fn terminate(&mut self) -> Duration {
+        let started = std::time::Instant::now();
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) has no memory preconditions; the PID is our
+            // own child, not yet reaped.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let _ = within("the node to exit after SIGTERM", self.child.wait()).await;
+        started.elapsed()
+    }
+
     /// Starts the node again on the same port, with the same settings.
     pub async fn restart(&mut self) {
         let config = self.config.take();

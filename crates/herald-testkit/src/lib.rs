@@ -32,6 +32,7 @@
 pub mod broker_conformance;
 pub mod cluster_scenarios;
 pub mod fault_proxy;
+pub mod rolling_restart;
 
 use std::time::Duration;
 

@@ -8,7 +8,8 @@
 //! blackhole [TARGET]       forward nothing, keep the connections open
 //! cut [TARGET]             reset the connections (SO_LINGER 0) on both sides
 //! list                     the open connections, as a JSON array
-//! upstream HOST:PORT       forward later connections there
+//! upstream HOST:PORT[,HOST:PORT...]
+//!                          forward later connections there (round robin)
 //! ```
 //!
 //! TARGET is `all` (the default: the open connections and every later one),
@@ -42,7 +43,7 @@ pub enum Target {
 }
 
 /// A parsed control command.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// Set a fault.
     Set(Fault, Target),
@@ -50,8 +51,8 @@ pub enum Command {
     Cut(Target),
     /// List the open connections.
     List,
-    /// Forward later connections to this address.
-    Upstream(SocketAddr),
+    /// Forward later connections to these addresses (round robin).
+    Upstream(Vec<SocketAddr>),
 }
 
 /// Why a command line was refused.
@@ -105,10 +106,12 @@ impl std::str::FromStr for Command {
             "list" => Command::List,
             "upstream" => {
                 let a = words.next().ok_or(ParseError::BadArgument(String::new()))?;
-                Command::Upstream(
-                    a.parse()
-                        .map_err(|_| ParseError::BadArgument(a.to_owned()))?,
-                )
+                let addrs = a
+                    .split(',')
+                    .map(|one| one.parse())
+                    .collect::<Result<Vec<SocketAddr>, _>>()
+                    .map_err(|_| ParseError::BadArgument(a.to_owned()))?;
+                Command::Upstream(addrs)
             }
             other => return Err(ParseError::Unknown(other.to_owned())),
         };
@@ -159,14 +162,15 @@ pub fn execute(proxy: &FaultProxy, command: Command) -> String {
                         "id": c.id,
                         "client": c.client.to_string(),
                         "upstreamLocal": c.upstream_local.to_string(),
+                        "upstream": c.upstream.to_string(),
                         "fault": fault_json(c.fault),
                     })
                 })
                 .collect();
             format!("ok {}", serde_json::Value::Array(list))
         }
-        Command::Upstream(addr) => {
-            proxy.set_upstream(addr);
+        Command::Upstream(addrs) => {
+            proxy.set_upstreams(addrs);
             "ok 0".to_owned()
         }
     }

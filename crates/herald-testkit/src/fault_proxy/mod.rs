@@ -18,6 +18,11 @@
 //! [`FaultProxy::cut`] and [`FaultProxy::cut_all`] end connections with a
 //! TCP reset on both sides (`SO_LINGER` 0), as a crashed middlebox does.
 //!
+//! With several upstreams ([`FaultProxy::balance`]) it is also the simplest
+//! TCP load balancer: new connections go round robin to the upstreams, and
+//! one that refuses is skipped (what a balancer does for a node that is
+//! restarting), so rolling-restart tests reconnect clients elsewhere.
+//!
 //! The proxy is a library type for Rust tests; the `herald-fault-proxy`
 //! binary serves the same controls over a line-based control socket
 //! ([`control`]) for the Node suite. Hand-written: no maintained crate does
@@ -72,6 +77,8 @@ pub struct ConnectionInfo {
     /// The proxy's local address towards the upstream: the remote address
     /// the server sees for this connection.
     pub upstream_local: SocketAddr,
+    /// The upstream it is forwarded to.
+    pub upstream: SocketAddr,
     /// Its fault now.
     pub fault: Fault,
 }
@@ -79,15 +86,20 @@ pub struct ConnectionInfo {
 struct Entry {
     client: SocketAddr,
     upstream_local: SocketAddr,
+    upstream: SocketAddr,
     fault: watch::Sender<Fault>,
     cut: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
 
 struct Shared {
-    upstream: Mutex<SocketAddr>,
+    upstreams: Mutex<Vec<SocketAddr>>,
+    next_upstream: AtomicU64,
     default_fault: Mutex<Fault>,
     entries: Mutex<BTreeMap<u64, Entry>>,
+    /// Set (under the `entries` lock) when the proxy is dropped: a
+    /// connection still being set up then closes instead of registering.
+    stopped: std::sync::atomic::AtomicBool,
     next_id: AtomicU64,
     /// Bumped whenever a connection is added or removed.
     changes: watch::Sender<u64>,
@@ -113,14 +125,29 @@ impl FaultProxy {
         Self::bind(SocketAddr::from(([127, 0, 0, 1], 0)), upstream).await
     }
 
+    /// A proxy on a free port of 127.0.0.1 spreading new connections over
+    /// `upstreams` round robin, skipping any that refuses.
+    pub async fn balance(upstreams: Vec<SocketAddr>) -> io::Result<Self> {
+        let proxy = Self::start(
+            *upstreams
+                .first()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no upstream"))?,
+        )
+        .await?;
+        proxy.set_upstreams(upstreams);
+        Ok(proxy)
+    }
+
     /// A proxy listening on `listen` forwarding to `upstream`.
     pub async fn bind(listen: SocketAddr, upstream: SocketAddr) -> io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
-            upstream: Mutex::new(upstream),
+            upstreams: Mutex::new(vec![upstream]),
+            next_upstream: AtomicU64::new(0),
             default_fault: Mutex::new(Fault::Pass),
             entries: Mutex::new(BTreeMap::new()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
             next_id: AtomicU64::new(1),
             changes: watch::Sender::new(0),
         });
@@ -138,14 +165,22 @@ impl FaultProxy {
     }
 
     /// Where new connections are forwarded.
-    pub fn upstream(&self) -> SocketAddr {
-        *self.shared.upstream.lock()
+    pub fn upstreams(&self) -> Vec<SocketAddr> {
+        self.shared.upstreams.lock().clone()
     }
 
     /// Forwards connections accepted from now on to `upstream` (a server
     /// restarted on another port); open ones keep theirs.
     pub fn set_upstream(&self, upstream: SocketAddr) {
-        *self.shared.upstream.lock() = upstream;
+        self.set_upstreams(vec![upstream]);
+    }
+
+    /// Spreads connections accepted from now on over `upstreams` (ignored
+    /// when empty); open ones keep theirs.
+    pub fn set_upstreams(&self, upstreams: Vec<SocketAddr>) {
+        if !upstreams.is_empty() {
+            *self.shared.upstreams.lock() = upstreams;
+        }
     }
 
     /// The fault of every open connection and of every later one.
@@ -226,6 +261,7 @@ impl FaultProxy {
                 id,
                 client: e.client,
                 upstream_local: e.upstream_local,
+                upstream: e.upstream,
                 fault: *e.fault.borrow(),
             })
             .collect()
@@ -257,6 +293,7 @@ impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.accept.abort();
         let mut entries = self.shared.entries.lock();
+        self.shared.stopped.store(true, Ordering::Relaxed);
         for e in entries.values_mut() {
             if let Some(task) = e.task.take() {
                 task.abort();
@@ -278,24 +315,17 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         };
         let shared = shared.clone();
         tokio::spawn(async move {
-            let upstream_addr = *shared.upstream.lock();
-            let upstream = match tokio::time::timeout(
-                UPSTREAM_CONNECT_TIMEOUT,
-                TcpStream::connect(upstream_addr),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                // Upstream down: refuse the client the way a dead server
-                // would, with a reset.
-                _ => {
-                    let _ = client.set_zero_linger();
-                    return;
-                }
+            let Some(upstream) = connect_upstream(&shared).await else {
+                // Every upstream down: refuse the client the way a dead
+                // server would, with a reset.
+                let _ = client.set_zero_linger();
+                return;
             };
             let _ = client.set_nodelay(true);
             let _ = upstream.set_nodelay(true);
-            let Ok(upstream_local) = upstream.local_addr() else {
+            let (Ok(upstream_local), Ok(upstream_addr)) =
+                (upstream.local_addr(), upstream.peer_addr())
+            else {
                 return;
             };
             let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
@@ -310,21 +340,44 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     shared.changed();
                 }
             }));
-            shared.entries.lock().insert(
-                id,
-                Entry {
-                    client: peer,
-                    upstream_local,
-                    fault: fault_tx,
-                    cut: Some(cut_tx),
-                    task: Some(task),
-                },
-            );
+            {
+                let mut entries = shared.entries.lock();
+                if shared.stopped.load(Ordering::Relaxed) {
+                    task.abort();
+                    return;
+                }
+                entries.insert(
+                    id,
+                    Entry {
+                        client: peer,
+                        upstream_local,
+                        upstream: upstream_addr,
+                        fault: fault_tx,
+                        cut: Some(cut_tx),
+                        task: Some(task),
+                    },
+                );
+            }
             shared.changed();
             // Only now may the relay end and remove its entry.
             let _ = go_tx.send(());
         });
     }
+}
+
+/// A connection to the next upstream that accepts one, round robin.
+async fn connect_upstream(shared: &Shared) -> Option<TcpStream> {
+    let upstreams = shared.upstreams.lock().clone();
+    let first = shared.next_upstream.fetch_add(1, Ordering::Relaxed) as usize;
+    for i in 0..upstreams.len() {
+        let addr = upstreams[(first + i) % upstreams.len()];
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(UPSTREAM_CONNECT_TIMEOUT, TcpStream::connect(addr)).await
+        {
+            return Some(s);
+        }
+    }
+    None
 }
 
 /// Forwards both directions until both ended, either failed, or a cut.

@@ -45,17 +45,17 @@ where
     let (tx, mut rx) = mpsc::channel::<Chunk>(QUEUE);
     let mut read_fault = fault.clone();
     let reading = async move {
+        let mut buf = vec![0u8; CHUNK];
         loop {
             // Blackholed: leave the bytes in the kernel, as a dead link
             // would (the sender's window fills; nothing is acknowledged
             // beyond it).
             flowing(&mut read_fault).await;
-            let mut data = vec![0u8; CHUNK];
-            let n = from.read(&mut data).await?;
+            let n = from.read(&mut buf).await?;
             if n == 0 {
                 return Ok::<(), io::Error>(());
             }
-            data.truncate(n);
+            let data = buf[..n].to_vec();
             let delay = match *read_fault.borrow() {
                 Fault::Delay(d) => d,
                 _ => std::time::Duration::ZERO,

@@ -87,6 +87,7 @@ async fn passes_bytes_both_ways_and_the_end_of_stream() {
     assert_eq!(info[0].id, 1);
     assert_eq!(info[0].client, client.local_addr().unwrap());
     assert_eq!(info[0].upstream_local, server.peer_addr().unwrap());
+    assert_eq!(info[0].upstream, up);
     assert_eq!(info[0].fault, Fault::Pass);
 
     client.write_all(b"ping").await.unwrap();
@@ -272,6 +273,28 @@ async fn an_unreachable_upstream_resets_the_client() {
     roundtrip(&mut client, b"ok").await;
 }
 
+#[tokio::test]
+async fn balances_round_robin_and_skips_an_upstream_that_refuses() {
+    let (a, mut at_a) = held_upstream().await;
+    let (b, mut at_b) = held_upstream().await;
+    let proxy = FaultProxy::balance(vec![a, b]).await.unwrap();
+    let _one = TcpStream::connect(proxy.addr()).await.unwrap();
+    let _two = TcpStream::connect(proxy.addr()).await.unwrap();
+    within("one at a", at_a.recv()).await.unwrap();
+    within("one at b", at_b.recv()).await.unwrap();
+    let down = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    proxy.set_upstreams(vec![down, b]);
+    assert_eq!(proxy.upstreams(), vec![down, b]);
+    for _ in 0..3 {
+        let _c = TcpStream::connect(proxy.addr()).await.unwrap();
+        within("the next at b", at_b.recv()).await.unwrap();
+    }
+}
+
 #[test]
 fn control_commands_parse() {
     let ms = Duration::from_millis;
@@ -288,11 +311,18 @@ fn control_commands_parse() {
         ("list", Command::List),
         (
             "upstream 127.0.0.1:9",
-            Command::Upstream("127.0.0.1:9".parse().unwrap()),
+            Command::Upstream(vec!["127.0.0.1:9".parse().unwrap()]),
+        ),
+        (
+            "upstream 127.0.0.1:9,127.0.0.1:10",
+            Command::Upstream(vec![
+                "127.0.0.1:9".parse().unwrap(),
+                "127.0.0.1:10".parse().unwrap(),
+            ]),
         ),
     ];
     for (line, want) in cases {
-        assert_eq!(line.parse::<Command>(), Ok(want), "{line}");
+        assert_eq!(line.parse::<Command>(), Ok(want.clone()), "{line}");
     }
     assert_eq!("".parse::<Command>(), Err(ParseError::Empty));
     assert_eq!(
@@ -359,4 +389,14 @@ async fn the_control_socket_drives_the_proxy() {
     let e = within("reset", data.read(&mut buf)).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConnectionReset);
     serving.abort();
+}
+
+#[tokio::test]
+async fn dropping_the_proxy_closes_its_connections() {
+    let proxy = FaultProxy::start(echo_upstream().await).await.unwrap();
+    let mut client = TcpStream::connect(proxy.addr()).await.unwrap();
+    roundtrip(&mut client, b"up").await;
+    drop(proxy);
+    let mut buf = [0u8; 1];
+    assert_eq!(within("EOF", client.read(&mut buf)).await.unwrap(), 0);
 }
