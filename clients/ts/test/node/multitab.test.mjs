@@ -166,3 +166,13 @@ test('shared hub: the server killed and restarted, every tab recovers', async (t
   await tabs[1].c.publish('hist:kill', 2);
   for (const s of subs) assert.equal((await take(s, 1))[0].data, 2);
 });
+
+test('shared mode: a worker that never answers does not leave the tab waiting for ever', async (t) => {
+  // A port whose other end is nobody: the hub is gone.
+  const { port1 } = new MessageChannel();
+  const c = new SharedClient({ url: 'ws://127.0.0.1:9/socketcluster/', ackTimeout: 100, tokenStore: new BrowserTokenStore({ storage: new FakeStorage(), key: `x${Math.random()}` }) }, { port: port1 });
+  t.after(() => c.close());
+  const start = Date.now();
+  await assert.rejects(c.invoke('echo', 1), { name: 'TimeoutError' });
+  assert.ok(Date.now() - start >= 100);
+});
