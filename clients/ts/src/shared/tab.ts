@@ -358,7 +358,8 @@ export class SharedClient implements Client {
         this.#subs.delete(m.channel);
         for (const s of subs ?? []) {
           if (m.kicked) s._kicked(m.message);
-          else s._fail(fromErrorObject(m.error ?? {}));
+          else if (m.error) s._fail(fromErrorObject(m.error));
+          else s._end();
         }
         return;
       }
