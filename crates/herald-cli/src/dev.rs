@@ -10,7 +10,8 @@
 //!   so that anyone can log in as any name. A development convenience only,
 //!   which is why it exists only with `--dev`;
 //! * the namespace `demo:` with history, recovery, presence and join/leave
-//!   (everyone may read, logged-in users may publish), and the procedure
+//!   (everyone may read, logged-in users may publish `{"text"}`, which the
+//!   server stamps with the publisher's user name), and the procedure
 //!   `dev.dropMe` `{seconds}` that closes the caller's socket with 1013
 //!   `retry after <seconds>`, so the page can show a reconnect and the
 //!   recovery of what was said meanwhile.
@@ -19,13 +20,16 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use herald::{ChannelOptions, ErrorPayload, Rule, Server, ServerBuilder};
+use herald::{
+    ChannelOptions, ErrorPayload, Middleware, PublishRequest, Rule, Server, ServerBuilder, Socket,
+};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -37,6 +41,9 @@ pub const TOKEN_PATH: &str = "/herald/dev/token";
 
 /// Longest accepted user name, in characters.
 const MAX_NAME: usize = 32;
+
+/// Longest accepted chat message, in characters.
+const MAX_TEXT: usize = 500;
 
 /// Longest accepted token request body, in bytes.
 const MAX_BODY: usize = 1024;
@@ -62,7 +69,43 @@ pub fn namespace() -> ChannelOptions {
     }
 }
 
-/// Adds the demo's namespace and procedure to a server.
+/// Chat messages on `demo:` are `{"text"}`; the server sets `user` from
+/// the publisher's token, so that nobody speaks under another name.
+struct StampUser;
+
+#[async_trait]
+impl Middleware for StampUser {
+    async fn publish_in(
+        &self,
+        socket: &Socket,
+        request: &mut PublishRequest,
+    ) -> Result<(), ErrorPayload> {
+        if !request.channel().starts_with("demo:") {
+            return Ok(());
+        }
+        let text = request
+            .data
+            .as_ref()
+            .and_then(|d| d.get("text"))
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.chars().count() <= MAX_TEXT)
+            .ok_or_else(|| {
+                ErrorPayload::new(
+                    "InvalidArgumentsError",
+                    "a demo message is {\"text\": \"1 to 500 characters\"}",
+                )
+            })?
+            .to_owned();
+        let user = socket
+            .auth_claims()
+            .and_then(|c| c.get("sub").and_then(Value::as_str).map(str::to_owned));
+        request.data = Some(json!({ "user": user, "text": text }));
+        Ok(())
+    }
+}
+
+/// Adds the demo's namespace, middleware and procedure to a server.
 pub fn customize(builder: ServerBuilder) -> ServerBuilder {
     #[derive(Deserialize)]
     struct Drop {
@@ -70,6 +113,7 @@ pub fn customize(builder: ServerBuilder) -> ServerBuilder {
     }
     builder
         .namespace(NAMESPACE, namespace())
+        .middleware(StampUser)
         .procedure("dev.dropMe", |req| async move {
             let Drop { seconds } = req.parse()?;
             let seconds = seconds.clamp(1, 30);

@@ -100,13 +100,30 @@ async fn dev_serves_the_page_its_assets_and_tokens() {
     client.authenticate(token).await.expect("authenticate");
     let sub = client.subscribe("demo:lobby").await.expect("subscribe");
     assert!(sub.position().is_some(), "demo: has history");
+    let mut sub = sub;
     client
         .publish(
             "demo:lobby",
-            &serde_json::json!({"user": "ada", "text": "hi"}),
+            &serde_json::json!({"user": "mallory", "text": " hi "}),
         )
         .await
         .expect("publish");
+    let p = within("the publication", futures_util::StreamExt::next(&mut sub))
+        .await
+        .expect("a publication")
+        .expect("no error");
+    assert_eq!(
+        p.data,
+        serde_json::json!({"user": "ada", "text": "hi"}),
+        "the server stamps the user"
+    );
+    assert!(
+        client
+            .publish("demo:lobby", &serde_json::json!({"text": ""}))
+            .await
+            .is_err(),
+        "an empty message is refused"
+    );
     let stats = client.presence_stats("demo:lobby").await.expect("presence");
     assert_eq!((stats.clients, stats.users), (1, 1));
     let page = client
