@@ -147,20 +147,30 @@ async fn a_stalled_subscriber_costs_at_most_its_byte_bound_then_4100() {
     })
     .await;
     assert!(matches!(ended, None | Some(4100)), "{ended:?}");
-    let metrics =
-        common::http_get(TcpStream::connect(herald.addr()).await.unwrap(), "/metrics").await;
-    assert!(
-        metrics
+    // The socket's task records its close once it has finished closing:
+    // poll the metrics until it has.
+    let recorded = |metrics: &str| {
+        let slow = metrics
             .lines()
-            .any(|l| l.starts_with("herald_slow_consumer_disconnects_total") && l.ends_with(" 1")),
-        "{metrics}"
-    );
-    assert!(
-        metrics
+            .any(|l| l.starts_with("herald_slow_consumer_disconnects_total") && l.ends_with(" 1"));
+        let closed = metrics
             .lines()
-            .any(|l| l.starts_with("herald_disconnections_total{") && l.contains("code=\"4100\"")),
-        "{metrics}"
-    );
+            .any(|l| l.starts_with("herald_disconnections_total{") && l.contains("code=\"4100\""));
+        slow && closed
+    };
+    let metrics = within_long(async {
+        loop {
+            let metrics =
+                common::http_get(TcpStream::connect(herald.addr()).await.unwrap(), "/metrics")
+                    .await;
+            if recorded(&metrics) {
+                break metrics;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(recorded(&metrics));
     assert_eq!(herald.stop().await, Some(0));
 }
 
