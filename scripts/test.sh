@@ -52,8 +52,9 @@ cargo test --workspace --doc --locked
 log "compatibility suite: official socketcluster-client against herald serve"
 (cd tests/node && npm test)
 
-log "TypeScript client (clients/ts): npm ci, typecheck, build, unit, Node and browser tests"
+log "TypeScript client (clients/ts): npm ci, typecheck, build, demo bundle up to date, unit, Node and browser tests"
 (cd clients/ts && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error &&
-  npm run typecheck && npm run build && npm run test:unit && npm run test:node && npm run test:browser)
+  npm run typecheck && npm run build && npm run check:demo &&
+  npm run test:unit && npm run test:node && npm run test:browser)
 
 log "all suites passed"

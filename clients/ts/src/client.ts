@@ -306,7 +306,6 @@ export class HeraldClient implements Client {
     const d = (data ?? {}) as { id?: unknown; pingTimeout?: unknown; isAuthenticated?: unknown; authError?: unknown };
     this.#id = typeof d.id === 'string' ? d.id : null;
     this.#pingTimeout = typeof d.pingTimeout === 'number' && d.pingTimeout > 0 ? d.pingTimeout : 30000;
-    const wasAuthenticated = this.#authenticated;
     this.#authenticated = d.isAuthenticated === true;
     if (d.authError) this.#events.emit('error', new RemoteError(d.authError));
     this.#backoff.reset();
@@ -327,8 +326,6 @@ export class HeraldClient implements Client {
     this.#events.emit('connect', { id: this.#id ?? '', isAuthenticated: this.#authenticated });
     if (this.#authenticated && this.#token) {
       this.#events.emit('authenticate', { token: this.#token, claims: decodeClaims(this.#token) });
-    } else if (wasAuthenticated) {
-      this.#events.emit('deauthenticate', undefined);
     }
   }
 
@@ -413,10 +410,10 @@ export class HeraldClient implements Client {
     this.#detach();
     this.#channels.disconnected();
     this.#failPending(false, `the connection closed (${code}${reason ? ` ${reason}` : ''})`);
-    const wasAuthenticated = this.#authenticated;
+    // The token is kept for the next handshake: a lost connection is no
+    // logout, so no `deauthenticate` here (it would log out the other tabs).
     this.#authenticated = false;
     this.#events.emit('disconnect', { code, reason });
-    if (wasAuthenticated) this.#events.emit('deauthenticate', undefined);
     if (this.#closed) return;
     let hint: RetryHint = hintFromClose(code, reason);
     if (refusal && refusal.status === 503) {
@@ -594,10 +591,9 @@ export class HeraldClient implements Client {
   #dropToken(tell: boolean): void {
     const had = this.#token !== null || this.#authenticated;
     this.#token = null;
-    const was = this.#authenticated;
     this.#authenticated = false;
     if (tell && this.#state === 'open') this.#send({ event: '#removeAuthToken' });
-    if (had && was) this.#events.emit('deauthenticate', undefined);
+    if (had) this.#events.emit('deauthenticate', undefined);
   }
 
   /** Another tab changed the stored token. */

@@ -10,6 +10,7 @@
 
 pub mod brokers;
 pub mod config;
+pub mod dev;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,6 +105,11 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
+    /// Development mode: serve the demo chat page at `/`, a token route
+    /// (`POST /herald/dev/token {"name"}`: log in as anyone) and the
+    /// `demo:` namespace (history, recovery, presence). Never in production.
+    #[arg(long)]
+    pub dev: bool,
 }
 
 /// The resolved settings of a `serve` run.
@@ -287,9 +293,17 @@ pub async fn serve(
     if let Some(id) = &settings.node_id {
         builder = builder.node_id(id.clone());
     }
+    if args.dev {
+        builder = dev::customize(builder);
+    }
     let server = customize(builder)
         .try_build()
         .context("invalid configuration")?;
+    let routes = if args.dev {
+        dev::router(&server)
+    } else {
+        axum::Router::new()
+    };
     let listener = herald::Server::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
@@ -311,11 +325,16 @@ pub async fn serve(
         "herald listening on {scheme}://{addr}{}",
         settings.config.path
     );
+    if args.dev {
+        let web = if tls.is_some() { "https" } else { "http" };
+        // Without an auth secret the server signs with a random one (it warns).
+        tracing::info!("dev mode: open {web}://{addr}/ for the demo chat (log in as any name)");
+    }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     match tls {
-        Some(tls) => server.serve_tls(listener, tls, signal).await?,
-        None => server.serve(listener, signal).await?,
+        Some(tls) => server.serve_tls_with(listener, tls, routes, signal).await?,
+        None => server.serve_with(listener, routes, signal).await?,
     }
     tracing::info!("herald stopped");
     Ok(())

@@ -101,3 +101,9 @@ pub use reads::ReadError;
 pub use server::{ConfigError, Exchange, Server, ServerBuilder};
 pub use socket::{RequestInfo, SendError, Socket, SocketState};
 pub use tls::{TlsConfig, TlsError};
+
+/// The README's Rust snippet, compiled (not run: it serves forever) as a
+/// doc test, so that it keeps building as written.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

@@ -541,7 +541,20 @@ impl Server {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (app, signal) = self.app(shutdown);
+        self.serve_with(listener, axum::Router::new(), shutdown)
+            .await
+    }
+
+    /// [`Server::serve`] with the application's own `routes` beside
+    /// Herald's (e.g. a page at `/`; `herald serve --dev` serves its demo
+    /// this way).
+    pub async fn serve_with(
+        self,
+        listener: tokio::net::TcpListener,
+        routes: axum::Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (app, signal) = self.app(routes, shutdown);
         // Frames are batched by the connection task; Nagle's algorithm would
         // only add delayed-ACK stalls (40 ms) to small writes.
         let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
@@ -567,7 +580,20 @@ impl Server {
         tls: crate::TlsConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (app, signal) = self.app(shutdown);
+        self.serve_tls_with(listener, tls, axum::Router::new(), shutdown)
+            .await
+    }
+
+    /// [`Server::serve_tls`] with the application's own `routes` beside
+    /// Herald's.
+    pub async fn serve_tls_with(
+        self,
+        listener: tokio::net::TcpListener,
+        tls: crate::TlsConfig,
+        routes: axum::Router,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let (app, signal) = self.app(routes, shutdown);
         let timeout = self.0.config.handshake_timeout;
         // Frames are batched by the connection task; Nagle's algorithm would
         // only add delayed-ACK stalls. (`tap_io` also gives axum the peer
@@ -588,13 +614,17 @@ impl Server {
         Ok(())
     }
 
-    /// The routes [`Server::serve`] answers, and the signal that ends it
-    /// (after closing every socket).
+    /// The routes [`Server::serve`] answers (Herald's and `routes`), and
+    /// the signal that ends it (after closing every socket).
     fn app(
         &self,
+        routes: axum::Router,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> (axum::Router, impl Future<Output = ()> + Send + 'static) {
-        let mut app = self.router::<()>().merge(self.status_router());
+        let mut app = self
+            .router::<()>()
+            .merge(self.status_router())
+            .merge(routes);
         if let Some(prometheus) = crate::metrics::Prometheus::installed() {
             app = app.merge(prometheus.router());
         }

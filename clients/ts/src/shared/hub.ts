@@ -58,7 +58,12 @@ export interface HubOptions {
   /** Ping interval and timeout, ms (tests). */
   pingInterval?: number;
   portTimeout?: number;
+  /** How long a tab may take to answer a server's invoke, ms (default 10000, the server's ack timeout). */
+  invokeTimeout?: number;
 }
+
+/** Default of {@link HubOptions.invokeTimeout}. */
+const INVOKE_TIMEOUT = 10000;
 
 /** The worker's multiplexer. */
 export class Hub {
@@ -291,7 +296,16 @@ export class Hub {
     if (!tab) throw new RemoteError({ name: 'NoSuchProcedureError', message: `no tab handles ${procedure}` });
     const id = ++this.#invokeId;
     return new Promise((resolve, reject) => {
-      this.#invokes.set(id, { tab, resolve, reject });
+      // A tab that never answers must not keep the entry: the server gave up by then too.
+      const timer = setTimeout(() => {
+        if (!this.#invokes.delete(id)) return;
+        reject(new RemoteError({ name: 'TimeoutError', message: `the tab did not answer ${procedure}` }));
+      }, this.options.invokeTimeout ?? INVOKE_TIMEOUT);
+      const done = <T>(f: (v: T) => void) => (v: T) => {
+        clearTimeout(timer);
+        f(v);
+      };
+      this.#invokes.set(id, { tab, resolve: done(resolve), reject: done(reject) });
       this.#post(tab, { t: 'sinvoke', id, procedure, data });
     });
   }

@@ -58,6 +58,7 @@ export class SharedClient implements Client {
   #closed = false;
   #unwatch: (() => void) | null;
   #unload: (() => void) | null = null;
+  #beforeHello: ToWorker[] | null = [];
 
   constructor(options: ClientOptions, shared: SharedOptions) {
     this.#store = options.tokenStore ?? defaultTokenStore();
@@ -76,13 +77,29 @@ export class SharedClient implements Client {
     if (options.ackTimeout !== undefined) hello.ackTimeout = options.ackTimeout;
     if (options.connectTimeout !== undefined) hello.connectTimeout = options.connectTimeout;
     if (options.maxQueued !== undefined) hello.maxQueued = options.maxQueued;
-    void Promise.resolve(this.#store.load()).then(
-      (token) => this.#post({ t: 'hello', options: hello, token }),
-      () => this.#post({ t: 'hello', options: hello, token: null }),
-    );
+    // The hello goes first: what the app asks before the store answered waits.
+    const sendHello = (token: string | null) => {
+      if (this.#closed) return;
+      this.#port.postMessage({ t: 'hello', options: hello, token } satisfies ToWorker);
+      const waiting = this.#beforeHello;
+      this.#beforeHello = null;
+      for (const m of waiting ?? []) this.#port.postMessage(m);
+    };
+    let loaded: string | null | Promise<string | null>;
+    try {
+      loaded = this.#store.load();
+    } catch {
+      loaded = null;
+    }
+    if (loaded instanceof Promise) loaded.then(sendHello, () => sendHello(null));
+    else sendHello(loaded);
     this.#unwatch = this.#store.watch?.((t) => this.#tokenChanged(t)) ?? null;
     if (typeof addEventListener === 'function' && typeof window !== 'undefined') {
-      const bye = () => this.#post({ t: 'bye' });
+      // A page kept in the back/forward cache may come back: no goodbye
+      // then (if it stays away, the hub's pings notice).
+      const bye = (e: Event) => {
+        if (!(e as PageTransitionEvent).persisted) this.#post({ t: 'bye' });
+      };
       addEventListener('pagehide', bye);
       this.#unload = () => removeEventListener('pagehide', bye);
     }
@@ -198,7 +215,8 @@ export class SharedClient implements Client {
 
   close(): void {
     if (this.#closed) return;
-    this.#post({ t: 'bye' });
+    if (this.#beforeHello) this.#beforeHello = null;
+    else this.#post({ t: 'bye' });
     this.#closed = true;
     this.#unwatch?.();
     this.#unload?.();
@@ -216,7 +234,8 @@ export class SharedClient implements Client {
 
   #post(m: ToWorker): void {
     if (this.#closed) return;
-    this.#port.postMessage(m);
+    if (this.#beforeHello) this.#beforeHello.push(m);
+    else this.#port.postMessage(m);
   }
 
   #request(op: Op, args: unknown[]): Promise<unknown> {

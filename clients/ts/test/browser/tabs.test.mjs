@@ -105,3 +105,21 @@ test('the server killed and restarted: every tab reconnects and recovers what wa
   }
   await until(5000, 'two sockets for the tabs, one for the publisher', async () => (await server.clients()) === 3);
 });
+
+test('where SharedWorker is missing, shared mode falls back to one socket per tab with token sync', async (t) => {
+  const server = await startHerald(t);
+  const origin = await serveStatic(t, ROOT, ['dist', 'test']);
+  const browser = await launch(t);
+  const context = await browser.newContext();
+  await context.addInitScript(() => {
+    delete window.SharedWorker;
+  });
+  const [a, b] = await openTabs(t, context, origin, server, 2, { shared: '1' });
+  assert.equal(await a.evaluate(() => t.mode), 'HeraldClient');
+  assert.equal(await server.clients(), 2);
+  await a.evaluate(() => t.client.invoke('login', { user: 'ada' }));
+  await b.waitForFunction(() => t.auth.some((e) => e.in === 'ada'), null, { timeout: 1000 });
+  for (const p of [a, b]) await p.evaluate(() => t.subscribe('hist:fallback'));
+  await b.evaluate(() => t.client.publish('hist:fallback', 'both'));
+  for (const p of [a, b]) await p.waitForFunction(() => t.got['hist:fallback'][0] === 'both', null, { timeout: 5000 });
+});

@@ -93,6 +93,17 @@ test('shared hub: one connection for three tabs, each its own publications and r
   assert.deepEqual(await tabs[0].c.presenceStats('hist:shared'), { clients: 1, users: 0 });
 });
 
+test('shared hub: what a tab asks before its hello is answered (subscribe, invoke, presence at once)', async (t) => {
+  const server = await startHerald(t);
+  const { tabs } = hubTabs(t, server, 1);
+  const { c } = tabs[0];
+  const sub = c.subscribe('hist:early');
+  const echoed = c.invoke('echo', 'early');
+  assert.deepEqual(await within(5000, 'subscribed', sub.ready), { offset: 0, epoch: (await sub.ready).epoch });
+  assert.equal(await echoed, 'early');
+  assert.deepEqual(Object.values(await c.presence('hist:early')), [{ user: null, info: null }]);
+});
+
 test('shared hub: the first tab closing loses nothing; a silent tab is dropped and its channels released', async (t) => {
   const server = await startHerald(t);
   const { hub, tabs } = hubTabs(t, server, 3);
@@ -124,6 +135,15 @@ test('shared hub: login in one tab authenticates every tab; logout in another lo
   await tabs[0].c.invoke('login', { user: 'ada' });
   assert.equal((await within(1000, 'tab B authenticated', b)).claims.sub, 'ada');
   assert.ok(storage.getItem(key));
+  // A reconnect is no logout: every tab stays logged in.
+  const back = once(tabs[0].c, 'connect');
+  const lost = [];
+  tabs.forEach(({ c }) => c.on('deauthenticate', () => lost.push(c)));
+  await tabs[0].c.invoke('disconnectMe', { code: 4500, reason: 'test' });
+  assert.equal((await within(5000, 'reconnected', back)).isAuthenticated, true);
+  assert.deepEqual(lost, []);
+  assert.ok(storage.getItem(key), 'the token is still stored');
+  assert.equal((await tabs[1].c.invoke('whoami')).sub, 'ada');
   const a = once(tabs[0].c, 'deauthenticate');
   await tabs[1].c.deauthenticate();
   await within(1000, 'tab A logged out', a);
