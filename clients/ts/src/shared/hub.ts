@@ -178,7 +178,10 @@ export class Hub {
       if (this.options.WebSocket) clientOptions.WebSocket = this.options.WebSocket;
       const client = new HeraldClient(clientOptions);
       this.#client = client;
-      client.on('state', (state) => this.#broadcast({ t: 'state', state, id: client.id }));
+      client.on('state', (state) => {
+        this.#broadcast({ t: 'state', state, id: client.id });
+        if (state === 'closed' && this.#client === client) this.#forget();
+      });
       client.on('connect', (value) => this.#broadcast({ t: 'event', name: 'connect', value }));
       client.on('disconnect', (value) => this.#broadcast({ t: 'event', name: 'disconnect', value }));
       client.on('reconnecting', (value) => this.#broadcast({ t: 'event', name: 'reconnecting', value }));
@@ -355,6 +358,31 @@ export class Hub {
         this.#handlers.delete(event);
       }
     }
+  }
+
+  /**
+   * The client closed for good (the server closed with 1000): its channels
+   * ended (the tabs' subscriptions end too), and the next tab that says
+   * hello (a reload) gets a new connection.
+   */
+  #forget(): void {
+    this.#client = null;
+    for (const [name, ch] of this.#channels) {
+      for (const t of ch.tabs) {
+        t.channels.delete(name);
+        this.#post(t, { t: 'subend', channel: name, kicked: false });
+      }
+    }
+    this.#channels.clear();
+    this.#receivers.clear();
+    this.#handlers.clear();
+    for (const t of this.#tabs) {
+      t.receives.clear();
+      t.handles = [];
+    }
+    this.#tabs.clear();
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
   }
 
   /** Stops the hub (tests): closes the client and the ports. */

@@ -52,6 +52,7 @@ export type ToTab =
   | { t: 'subscribed'; channel: string; position: StreamPosition | null }
   | { t: 'gap'; gap: Gap }
   | { t: 'presence'; kind: 'join' | 'leave'; e: PresenceEvent }
+  /** A channel ended: kicked out, refused (`error`), or the connection closed for good (neither). */
   | { t: 'subend'; channel: string; kicked: boolean; message?: unknown; error?: ErrorObject }
   | { t: 'transmit'; event: string; data: unknown }
   | { t: 'sinvoke'; id: number; procedure: string; data: unknown };

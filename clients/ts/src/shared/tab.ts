@@ -24,12 +24,15 @@ import type {
 } from '../api.js';
 import type { ClientOptions } from '../client.js';
 import { Emitter } from '../emitter.js';
-import { BadConnectionError, HeraldError, fromErrorObject, toErrorObject } from '../errors.js';
+import { BadConnectionError, HeraldError, TimeoutError, fromErrorObject, toErrorObject } from '../errors.js';
 import { decodeClaims } from '../protocol.js';
 import { Subscription, type SubscribeOptions } from '../subscription.js';
 import { defaultTokenStore, type TokenStore } from '../tokens.js';
 import type { HelloOptions, Op, ToTab, ToWorker } from './messages.js';
 import type { PortLike } from './hub.js';
+
+/** How much later than the worker's own timeout a tab gives up on it, ms. */
+const BACKSTOP = 2000;
 
 /** Where the shared worker is. */
 export interface SharedOptions {
@@ -59,9 +62,11 @@ export class SharedClient implements Client {
   #unwatch: (() => void) | null;
   #unload: (() => void) | null = null;
   #beforeHello: ToWorker[] | null = [];
+  readonly #ackTimeout: number;
 
   constructor(options: ClientOptions, shared: SharedOptions) {
     this.#store = options.tokenStore ?? defaultTokenStore();
+    this.#ackTimeout = options.ackTimeout ?? 10000;
     if (shared.port) {
       this.#port = shared.port;
     } else {
@@ -161,11 +166,11 @@ export class SharedClient implements Client {
   }
 
   async publish(channel: string, data: unknown, options: PublishOptions = {}): Promise<void> {
-    await this.#request('publish', [channel, data, options]);
+    await this.#request('publish', [channel, data, options], this.#timeout(options));
   }
 
   invoke<R = unknown>(procedure: string, data?: unknown, options: RequestOptions = {}): Promise<R> {
-    return this.#request('invoke', [procedure, data, options]) as Promise<R>;
+    return this.#request('invoke', [procedure, data, options], this.#timeout(options)) as Promise<R>;
   }
 
   transmit(event: string, data?: unknown): void {
@@ -202,15 +207,15 @@ export class SharedClient implements Client {
   }
 
   history<T = unknown>(channel: string, options: HistoryOptions = {}): Promise<HistoryPage<T>> {
-    return this.#request('history', [channel, options]) as Promise<HistoryPage<T>>;
+    return this.#request('history', [channel, options], this.#timeout(options)) as Promise<HistoryPage<T>>;
   }
 
   presence(channel: string, options: RequestOptions = {}): Promise<Presence> {
-    return this.#request('presence', [channel, options]) as Promise<Presence>;
+    return this.#request('presence', [channel, options], this.#timeout(options)) as Promise<Presence>;
   }
 
   presenceStats(channel: string, options: RequestOptions = {}): Promise<PresenceStats> {
-    return this.#request('presenceStats', [channel, options]) as Promise<PresenceStats>;
+    return this.#request('presenceStats', [channel, options], this.#timeout(options)) as Promise<PresenceStats>;
   }
 
   close(): void {
@@ -238,13 +243,32 @@ export class SharedClient implements Client {
     else this.#port.postMessage(m);
   }
 
-  #request(op: Op, args: unknown[]): Promise<unknown> {
+  /**
+   * Forwards a request to the worker, whose client applies its timeout;
+   * `timeout` (ms) is a backstop a little later, for a worker that died.
+   */
+  #request(op: Op, args: unknown[], timeout: number | null = null): Promise<unknown> {
     if (this.#closed) return Promise.reject(new BadConnectionError('the client is closed'));
     const id = ++this.#reqId;
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
+      const timer =
+        timeout === null
+          ? undefined
+          : setTimeout(() => {
+              if (!this.#pending.delete(id)) return;
+              reject(new TimeoutError(`${op}: the shared worker did not answer within ${timeout} ms`));
+            }, timeout + BACKSTOP);
+      const settle = <T>(f: (v: T) => void) => (v: T) => {
+        clearTimeout(timer);
+        f(v);
+      };
+      this.#pending.set(id, { resolve: settle(resolve), reject: settle(reject) });
       this.#post({ t: 'req', id, op, args });
     });
+  }
+
+  #timeout(options: RequestOptions): number {
+    return options.timeout ?? this.#ackTimeout;
   }
 
   #release(sub: Subscription<unknown>): void {
@@ -334,7 +358,8 @@ export class SharedClient implements Client {
         this.#subs.delete(m.channel);
         for (const s of subs ?? []) {
           if (m.kicked) s._kicked(m.message);
-          else s._fail(fromErrorObject(m.error ?? {}));
+          else if (m.error) s._fail(fromErrorObject(m.error));
+          else s._end();
         }
         return;
       }

@@ -5,24 +5,29 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { join } from 'node:path';
 import { HeraldClient, MemoryTokenStore } from '../../dist/index.js';
-import { launch, serveStatic, watchPage } from '../lib/browser.mjs';
+import { REFUSED, launch, serveStatic, watchPage } from '../lib/browser.mjs';
 import { REPO, startHerald, startRedis, until, within } from '../lib/server.mjs';
 
 const ROOT = join(REPO, 'clients', 'ts');
 
-async function openTabs(t, context, origin, server, n, params = {}) {
+async function openTabs(t, context, origin, server, n, params = {}, ignore = []) {
   const pages = [];
   const errors = [];
   for (let i = 0; i < n; i++) {
     const page = await context.newPage();
-    errors.push(watchPage(page, `tab ${i}`));
+    errors.push(watchPage(page, `tab ${i}`, ignore));
     const q = new URLSearchParams({ url: server.url, ...params });
     await page.goto(`${origin}/test/browser/page.html?${q}`);
     await page.waitForFunction(() => window.t && window.t.client.state === 'open', null, { timeout: 10000 });
     pages.push(page);
   }
-  t.after(() => assert.deepEqual(errors.flat(), [], 'no errors in the pages'));
+  pages.errors = errors;
   return pages;
+}
+
+/** No errors in the pages; checked at the end of each test, while the server is still up. */
+function noErrors(...groups) {
+  assert.deepEqual(groups.flatMap((g) => g.errors.flat()), [], 'no errors in the pages');
 }
 
 test('token sync: login in tab A authenticates tab B within a second; logout in B logs out A', async (t) => {
@@ -30,20 +35,30 @@ test('token sync: login in tab A authenticates tab B within a second; logout in 
   const origin = await serveStatic(t, ROOT, ['dist', 'test']);
   const browser = await launch(t);
   const context = await browser.newContext();
-  const [a, b] = await openTabs(t, context, origin, server, 2);
+  const tabs = await openTabs(t, context, origin, server, 2);
+  const [a, b] = tabs;
   assert.equal(await a.evaluate(() => t.mode), 'HeraldClient');
   const loggedIn = await a.evaluate(async () => {
     await t.client.invoke('login', { user: 'ada' });
     return Date.now();
   });
-  await b.waitForFunction(() => t.auth.some((e) => e.in === 'ada'), null, { timeout: 1000 });
+  // Measured in the pages (one clock: the same browser), not by the test's polling.
+  await b.waitForFunction(() => t.auth.some((e) => e.in === 'ada'), null, { timeout: 5000 });
   const bAt = await b.evaluate(() => t.auth.find((e) => e.in === 'ada').at);
   assert.ok(bAt - loggedIn < 1000, `tab B authenticated ${bAt - loggedIn} ms after the login`);
+  t.diagnostic(`tab B authenticated ${bAt - loggedIn} ms after tab A's login`);
   assert.equal((await b.evaluate(() => t.whoami())).sub, 'ada', 'the server sees tab B authenticated');
-  await b.evaluate(() => t.client.deauthenticate());
-  await a.waitForFunction(() => t.auth.some((e) => e.out), null, { timeout: 1000 });
+  const loggedOut = await b.evaluate(async () => {
+    await t.client.deauthenticate();
+    return Date.now();
+  });
+  await a.waitForFunction(() => t.auth.some((e) => e.out), null, { timeout: 5000 });
+  const aAt = await a.evaluate(() => t.auth.find((e) => e.out).at);
+  assert.ok(aAt - loggedOut < 1000, `tab A logged out ${aAt - loggedOut} ms after tab B`);
+  t.diagnostic(`tab A logged out ${aAt - loggedOut} ms after tab B's logout`);
   assert.equal(await a.evaluate(() => t.whoami()), null);
   assert.equal(await a.evaluate(() => localStorage.getItem('herald.authToken')), null);
+  noErrors(tabs);
 });
 
 test('shared socket: one connection for three tabs, each gets its publications; closing the opener loses nothing', async (t) => {
@@ -73,6 +88,7 @@ test('shared socket: one connection for three tabs, each gets its publications; 
   }
   assert.equal(await server.clients(), 2, 'still one socket for the tabs (plus the publisher)');
   assert.equal(await tabs[1].evaluate(() => t.client.state), 'open');
+  noErrors(tabs);
 });
 
 test('the server killed and restarted: every tab reconnects and recovers what was published meanwhile', async (t) => {
@@ -82,8 +98,9 @@ test('the server killed and restarted: every tab reconnects and recovers what wa
   const browser = await launch(t);
   const context = await browser.newContext();
   // Two tabs sharing a worker and one with its own socket, reconnecting after about a second.
-  const sharedTabs = await openTabs(t, context, origin, server, 2, { shared: '1', name: `k${Math.random()}`, delay: '1500' });
-  const [own] = await openTabs(t, context, origin, server, 1, { delay: '1500' });
+  const sharedTabs = await openTabs(t, context, origin, server, 2, { shared: '1', name: `k${Math.random()}`, delay: '1500' }, [REFUSED]);
+  const ownTabs = await openTabs(t, context, origin, server, 1, { delay: '1500' }, [REFUSED]);
+  const [own] = ownTabs;
   const tabs = [...sharedTabs, own];
   for (const p of tabs) await p.evaluate(() => t.subscribe('hist:restart'));
   const publisher = new HeraldClient({ url: server.url, tokenStore: new MemoryTokenStore(), reconnect: { initialDelay: 50, maxDelay: 100 } });
@@ -104,6 +121,7 @@ test('the server killed and restarted: every tab reconnects and recovers what wa
     assert.deepEqual(await p.evaluate(() => t.gaps), []);
   }
   await until(5000, 'two sockets for the tabs, one for the publisher', async () => (await server.clients()) === 3);
+  noErrors(sharedTabs, ownTabs);
 });
 
 test('where SharedWorker is missing, shared mode falls back to one socket per tab with token sync', async (t) => {
@@ -114,12 +132,19 @@ test('where SharedWorker is missing, shared mode falls back to one socket per ta
   await context.addInitScript(() => {
     delete window.SharedWorker;
   });
-  const [a, b] = await openTabs(t, context, origin, server, 2, { shared: '1' });
+  const tabs = await openTabs(t, context, origin, server, 2, { shared: '1' });
+  const [a, b] = tabs;
   assert.equal(await a.evaluate(() => t.mode), 'HeraldClient');
   assert.equal(await server.clients(), 2);
-  await a.evaluate(() => t.client.invoke('login', { user: 'ada' }));
-  await b.waitForFunction(() => t.auth.some((e) => e.in === 'ada'), null, { timeout: 1000 });
+  const loggedIn = await a.evaluate(async () => {
+    await t.client.invoke('login', { user: 'ada' });
+    return Date.now();
+  });
+  await b.waitForFunction(() => t.auth.some((e) => e.in === 'ada'), null, { timeout: 5000 });
+  const bAt = await b.evaluate(() => t.auth.find((e) => e.in === 'ada').at);
+  assert.ok(bAt - loggedIn < 1000, `tab B authenticated ${bAt - loggedIn} ms after the login`);
   for (const p of [a, b]) await p.evaluate(() => t.subscribe('hist:fallback'));
   await b.evaluate(() => t.client.publish('hist:fallback', 'both'));
   for (const p of [a, b]) await p.waitForFunction(() => t.got['hist:fallback'][0] === 'both', null, { timeout: 5000 });
+  noErrors(tabs);
 });

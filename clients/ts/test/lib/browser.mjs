@@ -40,12 +40,20 @@ export async function serveStatic(t, root, folders) {
   return `http://127.0.0.1:${server.address().port}`;
 }
 
-/** Forwards a page's console errors and uncaught exceptions to the test's log. */
-export function watchPage(page, name) {
+/**
+ * Collects a page's console errors and uncaught exceptions (the tests
+ * assert there are none), except console lines matching `ignore` (e.g. the
+ * browser's own "WebSocket connection failed" while a test keeps the server
+ * down on purpose).
+ */
+export function watchPage(page, name, ignore = []) {
   const errors = [];
   page.on('pageerror', (e) => errors.push(`${name}: ${e.message}`));
   page.on('console', (m) => {
-    if (m.type() === 'error') errors.push(`${name} console: ${m.text()}`);
+    if (m.type() === 'error' && !ignore.some((re) => re.test(m.text()))) errors.push(`${name} console: ${m.text()}`);
   });
   return errors;
 }
+
+/** The browser's console line for a refused WebSocket connection (a server down on purpose). */
+export const REFUSED = /^WebSocket connection to '.*' failed: Error in connection establishment: net::ERR_CONNECTION_REFUSED$/;

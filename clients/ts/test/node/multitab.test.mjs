@@ -166,3 +166,34 @@ test('shared hub: the server killed and restarted, every tab recovers', async (t
   await tabs[1].c.publish('hist:kill', 2);
   for (const s of subs) assert.equal((await take(s, 1))[0].data, 2);
 });
+
+test('shared mode: a worker that never answers does not leave the tab waiting for ever', async (t) => {
+  // A port whose other end is nobody: the hub is gone.
+  const { port1 } = new MessageChannel();
+  const c = new SharedClient({ url: 'ws://127.0.0.1:9/socketcluster/', ackTimeout: 100, tokenStore: new BrowserTokenStore({ storage: new FakeStorage(), key: `x${Math.random()}` }) }, { port: port1 });
+  t.after(() => c.close());
+  const start = Date.now();
+  await assert.rejects(c.invoke('echo', 1), { name: 'TimeoutError' });
+  assert.ok(Date.now() - start >= 100);
+});
+
+test('shared hub: a connection closed for good (1000) ends the tabs\' subscriptions; the next tab gets a new one', async (t) => {
+  const server = await startHerald(t);
+  const { hub, tabs } = hubTabs(t, server, 1);
+  const { c } = tabs[0];
+  await c.ready();
+  const sub = c.subscribe('hist:final');
+  await sub.ready;
+  const closed = new Promise((res) => c.on('state', (s) => s === 'closed' && res()));
+  c.invoke('disconnectMe', { code: 1000, reason: 'done' }).catch(() => {});
+  await within(5000, 'closed', closed);
+  const it = sub[Symbol.asyncIterator]();
+  assert.equal((await within(5000, 'the subscription ends', it.next())).done, true);
+  const { port1, port2 } = new MessageChannel();
+  hub.attach(port2);
+  const fresh = new SharedClient({ url: server.url, tokenStore: new BrowserTokenStore({ storage: new FakeStorage(), key: 'k' }) }, { port: port1 });
+  t.after(() => fresh.close());
+  await within(5000, 'a new connection', fresh.ready());
+  assert.equal(await fresh.invoke('echo', 'again'), 'again');
+  assert.equal(await server.clients(), 1);
+});
