@@ -336,8 +336,8 @@ impl AuthEngine {
                 ErrorKind::ExpiredSignature => {
                     let exp = claim_secs(token, "exp");
                     let mut payload = ErrorPayload::new(names::AUTH_TOKEN_EXPIRED, "jwt expired");
-                    if let Some(exp) = exp {
-                        payload = payload.with("expiry", iso_time(exp));
+                    if let Some(expiry) = exp.and_then(iso_time) {
+                        payload = payload.with("expiry", expiry);
                     }
                     TokenError {
                         payload: payload.with("isBadToken", true),
@@ -346,8 +346,8 @@ impl AuthEngine {
                 ErrorKind::ImmatureSignature => {
                     let mut payload =
                         ErrorPayload::new(names::AUTH_TOKEN_NOT_BEFORE, "jwt not active");
-                    if let Some(nbf) = claim_secs(token, "nbf") {
-                        payload = payload.with("date", iso_time(nbf));
+                    if let Some(date) = claim_secs(token, "nbf").and_then(iso_time) {
+                        payload = payload.with("date", date);
                     }
                     TokenError {
                         payload: payload.with("isBadToken", false),
@@ -406,9 +406,22 @@ pub(crate) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// A Unix time as JavaScript's `Date.toJSON()` writes it.
-fn iso_time(secs: u64) -> String {
-    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+/// The last second RFC 3339 can write with a four-digit year
+/// (9999-12-31T23:59:59Z).
+const LAST_RFC3339_SECOND: u64 = 253_402_300_799;
+
+/// A Unix time as JavaScript's `Date.toJSON()` writes it; `None` past the
+/// year 9999 (a token may claim any number: found by the fuzzer, a
+/// signed `nbf` of 6.5e18 used to panic here).
+fn iso_time(secs: u64) -> Option<String> {
+    if secs > LAST_RFC3339_SECOND {
+        return None;
+    }
+    let time = UNIX_EPOCH.checked_add(Duration::from_secs(secs))?;
+    let mut text = String::new();
+    use std::fmt::Write as _;
+    write!(text, "{}", humantime::format_rfc3339_millis(time)).ok()?;
+    Some(text)
 }
 
 /// The `exp` claim of a token's claims, in Unix seconds.
@@ -488,6 +501,31 @@ mod tests {
         let e = err(&future);
         assert_eq!(e.name, "AuthTokenNotBeforeError");
         assert!(!e.is_bad_token());
+    }
+
+    #[test]
+    fn far_future_and_odd_times_do_not_panic() {
+        let engine = AuthEngine::hs256("secret");
+        let odd = engine
+            .sign(&claims(json!({"nbf": 1e300})), Duration::from_secs(60))
+            .unwrap();
+        assert_eq!(
+            engine.verify(&odd).unwrap_err().payload.message,
+            "invalid token"
+        );
+        for nbf in [json!(6_516_659_349_664_100_386u64), json!(u64::MAX)] {
+            let t = engine
+                .sign(&claims(json!({"nbf": nbf})), Duration::from_secs(60))
+                .unwrap();
+            let e = engine.verify(&t).unwrap_err().payload;
+            assert_eq!(e.name, "AuthTokenNotBeforeError", "{nbf}");
+            assert!(e.extra.get("date").is_none(), "{e:?}");
+        }
+        assert_eq!(
+            iso_time(LAST_RFC3339_SECOND).as_deref(),
+            Some("9999-12-31T23:59:59.000Z")
+        );
+        assert_eq!(iso_time(LAST_RFC3339_SECOND + 1), None);
     }
 
     #[test]

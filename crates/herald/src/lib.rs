@@ -101,6 +101,8 @@ pub use reads::ReadError;
 pub use server::{ConfigError, Exchange, Server, ServerBuilder};
 pub use socket::{RequestInfo, SendError, Socket, SocketState};
 pub use tls::{TlsConfig, TlsError};
+#[cfg(feature = "test-echo")]
+pub use transport::echo_router;
 
 /// The README's Rust snippet, compiled (not run: it serves forever) as a
 /// doc test, so that it keeps building as written.

@@ -89,17 +89,16 @@ fn bad_request(status: StatusCode, msg: &str) -> Response {
     plain(status, msg)
 }
 
-async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
-    let inner = &server.0;
-    if inner.shutdown.is_cancelled() {
-        crate::metrics::handshake_refused(crate::metrics::Refusal::ShuttingDown);
-        return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
-    }
-    let headers = req.headers();
+/// Checks that `headers` ask for a WebSocket (RFC 6455 §4.2.1) and returns
+/// the `Sec-WebSocket-Accept` value, or the response refusing the request.
+fn check_upgrade(headers: &HeaderMap) -> Result<String, Box<Response>> {
     if !header_has_token(headers, header::UPGRADE, "websocket")
         || !header_has_token(headers, header::CONNECTION, "upgrade")
     {
-        return bad_request(StatusCode::UPGRADE_REQUIRED, "expected a WebSocket upgrade");
+        return Err(Box::new(bad_request(
+            StatusCode::UPGRADE_REQUIRED,
+            "expected a WebSocket upgrade",
+        )));
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
@@ -110,12 +109,52 @@ async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
             header::SEC_WEBSOCKET_VERSION,
             HeaderValue::from_static("13"),
         );
-        return r;
+        return Err(Box::new(r));
     }
     let Some(key) = headers.get(header::SEC_WEBSOCKET_KEY) else {
-        return bad_request(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key");
+        return Err(Box::new(bad_request(
+            StatusCode::BAD_REQUEST,
+            "missing Sec-WebSocket-Key",
+        )));
     };
-    let accept = accept_key(key.as_bytes());
+    Ok(accept_key(key.as_bytes()))
+}
+
+/// The `101 Switching Protocols` response.
+fn switching_protocols(accept: String) -> Response {
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::UPGRADE, "websocket")
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+        .body(Body::empty())
+        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "upgrade failed"))
+}
+
+/// The WebSocket codec over an upgraded connection, as every Herald socket
+/// gets it: 16 KiB write batching, inbound messages bounded by
+/// `max_payload`. The test-only echo endpoint uses this very function, so
+/// the Autobahn suite tests exactly this stack.
+fn websocket(
+    upgraded: hyper::upgrade::Upgraded,
+    max_payload: usize,
+) -> tokio_websockets::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
+    tokio_websockets::ServerBuilder::new()
+        .config(WsConfig::default().flush_threshold(16 * 1024))
+        .limits(Limits::default().max_payload_len(Some(max_payload)))
+        .serve(TokioIo::new(upgraded))
+}
+
+async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
+    let inner = &server.0;
+    if inner.shutdown.is_cancelled() {
+        crate::metrics::handshake_refused(crate::metrics::Refusal::ShuttingDown);
+        return plain(StatusCode::SERVICE_UNAVAILABLE, "server is shutting down");
+    }
+    let accept = match check_upgrade(req.headers()) {
+        Ok(accept) => accept,
+        Err(refusal) => return *refusal,
+    };
     let remote_addr = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
@@ -142,20 +181,45 @@ async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
                 return;
             }
         };
-        let config = &task_server.0.config;
-        let ws = tokio_websockets::ServerBuilder::new()
-            .config(WsConfig::default().flush_threshold(16 * 1024))
-            .limits(Limits::default().max_payload_len(Some(config.max_payload)))
-            .serve(TokioIo::new(upgraded));
+        let ws = websocket(upgraded, task_server.0.config.max_payload);
         crate::connection::run(ws, info, task_server.0.clone()).await;
     });
-    Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::UPGRADE, "websocket")
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-        .body(Body::empty())
-        .unwrap_or_else(|_| plain(StatusCode::INTERNAL_SERVER_ERROR, "upgrade failed"))
+    switching_protocols(accept)
+}
+
+/// **Test only** (feature `test-echo`): an endpoint that echoes every text
+/// and binary message over Herald's own WebSocket stack (the same upgrade
+/// checks, the same codec and limits through [`websocket`]), with no
+/// SocketCluster protocol on top. It exists for the Autobahn conformance
+/// suite (`scripts/autobahn.sh`); `herald serve` never routes it.
+#[cfg(feature = "test-echo")]
+pub fn echo_router(path: &str, max_payload: usize) -> axum::Router {
+    use futures_util::{SinkExt, StreamExt};
+
+    async fn echo(State(max_payload): State<usize>, mut req: Request) -> Response {
+        let accept = match check_upgrade(req.headers()) {
+            Ok(accept) => accept,
+            Err(refusal) => return *refusal,
+        };
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut ws = websocket(upgraded, max_payload);
+            while let Some(Ok(message)) = ws.next().await {
+                // Pings are answered and closes echoed by the codec itself.
+                if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                    break;
+                }
+            }
+        });
+        switching_protocols(accept)
+    }
+
+    axum::Router::new()
+        .route(path, get(echo))
+        .with_state(max_payload)
 }
 
 #[cfg(test)]
