@@ -47,7 +47,7 @@ log "Rust tests (nextest)"
 cargo nextest run --workspace --locked --no-fail-fast
 
 log "fuzz smoke: 20,000 inputs per target (scripts/fuzz.sh; long runs in docs/benchmarks.md)"
-FUZZ_PROFILE=dev scripts/fuzz.sh 20000 --seed "${HERALD_FUZZ_SEED:-$RANDOM}" --progress 0
+FUZZ_PROFILE=dev scripts/fuzz.sh 20000 --seed "${HERALD_FUZZ_SEED:-1}" --progress 0
 
 log "Autobahn WebSocket suite, every case, on the debug build (scripts/autobahn.sh; summary in docs/autobahn.md)"
 AUTOBAHN_PROFILE=dev scripts/autobahn.sh full

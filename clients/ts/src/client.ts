@@ -28,7 +28,8 @@ import type {
 import { Backoff, DEFAULT_RECONNECT, hintFromClose, parseRetryAfterHeader, type ReconnectOptions, type RetryHint } from './backoff.js';
 import { Channels, type Channel } from './channels.js';
 import { Emitter } from './emitter.js';
-import { BadConnectionError, HeraldError, RemoteError, TimeoutError, toErrorObject } from './errors.js';
+import { BadConnectionError, HeraldError, RemoteError, toErrorObject } from './errors.js';
+import { Requests } from './requests.js';
 import { RESERVED, decodeClaims, encode, parseMessage, type Frame } from './protocol.js';
 import { Subscription, type PresenceEvent, type SubscribeOptions } from './subscription.js';
 import { defaultTokenStore, type TokenStore } from './tokens.js';
@@ -54,14 +55,6 @@ export interface ClientOptions {
   WebSocket?: WebSocketConstructor;
 }
 
-interface Pending {
-  resolve: (v: unknown) => void;
-  reject: (e: unknown) => void;
-  timer: ReturnType<typeof setTimeout> | undefined;
-  sent: boolean;
-  what: string;
-}
-
 const OPEN = 1;
 
 /** The direct client. */
@@ -70,15 +63,13 @@ export class HeraldClient implements Client {
   readonly #store: TokenStore;
   readonly #ackTimeout: number;
   readonly #connectTimeout: number;
-  readonly #maxQueued: number;
   readonly #ctor: WebSocketConstructor | undefined;
   readonly #backoff: Backoff;
   readonly #events = new Emitter<ClientEvents>();
   readonly #receivers = new Emitter<Record<string, unknown>>();
   readonly #handlers = new Map<string, InvokeHandler>();
   readonly #channels = new Channels();
-  readonly #pending = new Map<number, Pending>();
-  #outbox: { text: string; cid: number | null }[] = [];
+  readonly #requests: Requests;
   #state: ConnectionState = 'closed';
   #socket: SocketLike | null = null;
   #opened: Opened | null = null;
@@ -98,7 +89,7 @@ export class HeraldClient implements Client {
     this.#store = options.tokenStore ?? defaultTokenStore();
     this.#ackTimeout = options.ackTimeout ?? 10000;
     this.#connectTimeout = options.connectTimeout ?? 10000;
-    this.#maxQueued = options.maxQueued ?? 1000;
+    this.#requests = new Requests(options.maxQueued ?? 1000);
     this.#ctor = options.WebSocket;
     this.#backoff = new Backoff({ ...DEFAULT_RECONNECT, ...options.reconnect });
     this.#channels.onGap = (gap) => this.#events.emit('gap', gap);
@@ -284,9 +275,9 @@ export class HeraldClient implements Client {
     this.#token = token;
     const cid = ++this.#cid;
     // No timer of its own: the connect watchdog (#arm) bounds the handshake.
-    this.#pending.set(cid, {
+    this.#requests.track(cid, 'handshake', null, true, '', {
       resolve: (data) => this.#onHandshake(data),
-      reject: (e) => {
+      reject: (e: unknown) => {
         if (!(e instanceof RemoteError)) return;
         this.#events.emit('error', e);
         try {
@@ -295,9 +286,6 @@ export class HeraldClient implements Client {
           // Closed already.
         }
       },
-      timer: undefined,
-      sent: true,
-      what: 'handshake',
     });
     socket.send(encode({ event: '#handshake', data: token ? { authToken: token } : {}, cid }));
   }
@@ -313,16 +301,7 @@ export class HeraldClient implements Client {
     this.#setState('open');
     // Resubscribe first, then what waited.
     for (const c of this.#channels.all()) this.#sendSubscribe(c);
-    const outbox = this.#outbox;
-    this.#outbox = [];
-    for (const item of outbox) {
-      if (item.cid !== null) {
-        const p = this.#pending.get(item.cid);
-        if (!p) continue;
-        p.sent = true;
-      }
-      this.#socket?.send(item.text);
-    }
+    for (const text of this.#requests.drain()) this.#socket?.send(text);
     this.#events.emit('connect', { id: this.#id ?? '', isAuthenticated: this.#authenticated });
     if (this.#authenticated && this.#token) {
       this.#events.emit('authenticate', { token: this.#token, claims: decodeClaims(this.#token) });
@@ -341,12 +320,7 @@ export class HeraldClient implements Client {
 
   #onFrame(f: Frame): void {
     if (typeof f.rid === 'number') {
-      const p = this.#pending.get(f.rid);
-      if (!p) return;
-      this.#pending.delete(f.rid);
-      clearTimeout(p.timer);
-      if (f.error !== undefined && f.error !== null) p.reject(new RemoteError(f.error));
-      else p.resolve(f.data);
+      this.#requests.settle(f.rid, f.data, f.error);
       return;
     }
     if (typeof f.event !== 'string') return;
@@ -485,37 +459,24 @@ export class HeraldClient implements Client {
     if (this.#closed) return;
     const text = encode(frame);
     if (this.#state === 'open' && this.#socket?.readyState === OPEN) this.#socket.send(text);
-    else if (this.#outbox.length < this.#maxQueued) this.#outbox.push({ text, cid: null });
+    else this.#requests.queue(text);
   }
 
   #request(frame: Frame, timeout: number | undefined, what: string): Promise<unknown> {
     if (this.#closed) return Promise.reject(new BadConnectionError(`${what}: the client is closed`));
     const open = this.#state === 'open' && this.#socket?.readyState === OPEN;
-    if (!open && this.#outbox.length >= this.#maxQueued) {
-      return Promise.reject(new BadConnectionError(`${what}: not connected and ${this.#maxQueued} requests wait already`));
+    if (!open && this.#requests.full) {
+      return Promise.reject(new BadConnectionError(`${what}: not connected and ${this.#requests.maxQueued} requests wait already`));
     }
     const cid = ++this.#cid;
     const text = encode({ ...frame, cid });
-    return new Promise((resolve, reject) => {
-      const ms = timeout ?? this.#ackTimeout;
-      const timer = setTimeout(() => {
-        this.#pending.delete(cid);
-        reject(new TimeoutError(`${what}: no reply within ${ms} ms`));
-      }, ms);
-      this.#pending.set(cid, { resolve, reject, timer, sent: open, what });
-      if (open) this.#socket?.send(text);
-      else this.#outbox.push({ text, cid });
-    });
+    const reply = this.#requests.add(cid, what, timeout ?? this.#ackTimeout, open, text);
+    if (open) this.#socket?.send(text);
+    return reply;
   }
 
   #failPending(all: boolean, why: string): void {
-    for (const [cid, p] of this.#pending) {
-      if (!all && !p.sent) continue;
-      this.#pending.delete(cid);
-      clearTimeout(p.timer);
-      p.reject(new BadConnectionError(`${p.what}: ${why}`));
-    }
-    if (all) this.#outbox = [];
+    this.#requests.fail(all, why);
   }
 
   // ---- channels ----
@@ -527,15 +488,14 @@ export class HeraldClient implements Client {
     c.status = 'pending';
     c.cid = cid;
     const data = this.#channels.subscribeData(c);
-    const timer = setTimeout(() => {
-      // No reply: the connection is unwell; the next reconnect resubscribes.
-      this.#pending.delete(cid);
-    }, this.#ackTimeout);
-    this.#pending.set(cid, {
+    // No reply in time: the connection is unwell; the next reconnect resubscribes.
+    const text = encode({ event: '#subscribe', data, cid });
+    this.#requests.track(cid, `subscribe to ${c.name}`, this.#ackTimeout, true, text, {
+      onTimeout: () => {},
       resolve: (reply) => {
         if (this.#channels.get(c.name) === c && c.cid === cid) this.#channels.subscribed(c, reply);
       },
-      reject: (e) => {
+      reject: (e: unknown) => {
         if (this.#channels.get(c.name) !== c || c.cid !== cid) return;
         if (e instanceof RemoteError && e.name === 'BrokerError') {
           // The broker failed for now: try again on the reconnect schedule.
@@ -548,11 +508,8 @@ export class HeraldClient implements Client {
         if (e instanceof BadConnectionError) return;
         this.#channels.refused(c, e instanceof HeraldError ? e : new HeraldError(String(e)));
       },
-      timer,
-      sent: true,
-      what: `subscribe to ${c.name}`,
     });
-    socket.send(encode({ event: '#subscribe', data, cid }));
+    socket.send(text);
   }
 
   #release(sub: Subscription<unknown>): void {

@@ -303,3 +303,56 @@ async fn config_file_with_a_bad_namespace_fails_naming_it() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn config_file_auth_audience_issuer_and_token_bound_apply() {
+    let secret = "cli-aud-secret";
+    let path = std::env::temp_dir().join(format!("herald-cli-aud-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "auth_secret = \"{secret}\"\nauth_audience = [\"app\", \"admin\"]\nauth_issuer = \"https://login.test\"\nmax_auth_token = 512\n"
+        ),
+    )
+    .unwrap();
+    let herald = Herald::start(&["--config", path.to_str().unwrap()], &[]).await;
+    let _ = std::fs::remove_file(&path);
+    let sign = |claims: Value| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
+    let iss = "https://login.test";
+    let good = sign(json!({"sub": "u", "aud": "admin", "iss": iss}));
+    let (mut ws, status) = handshake(&herald.url, Some(&good)).await;
+    assert_eq!(status["isAuthenticated"], true, "{status}");
+    for (token, message) in [
+        (
+            sign(json!({"sub": "u", "aud": "other", "iss": iss})),
+            "jwt audience invalid",
+        ),
+        (
+            sign(json!({"sub": "u", "aud": "app", "iss": "https://evil.test"})),
+            "jwt issuer invalid",
+        ),
+        (
+            sign(json!({"sub": "u", "aud": "app", "iss": iss, "pad": "x".repeat(600)})),
+            "jwt too long",
+        ),
+    ] {
+        let (mut refused, status) = handshake(&herald.url, Some(&token)).await;
+        assert_eq!(status["isAuthenticated"], false, "{status}");
+        let got = status["authError"]["message"].as_str().unwrap_or_default();
+        assert!(got.starts_with(message), "{status}");
+        assert_eq!(
+            next_frame(&mut refused).await,
+            json!({"event": "#removeAuthToken"})
+        );
+    }
+    herald.signal("TERM");
+    assert_eq!(close_code(&mut ws).await, 1001);
+    assert_eq!(herald.exit_code().await, Some(0));
+}

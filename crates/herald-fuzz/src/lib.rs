@@ -5,14 +5,17 @@
 //!
 //! # Why this harness
 //!
-//! `cargo fuzz` (libFuzzer) needs a nightly toolchain for its sanitizer
-//! flags, and AFL++ needs its own C toolchain and compiler plugins built
-//! for this LLVM; neither is available to CI here, and a fuzzer that only
-//! runs on one developer's machine does not guard anything. `bolero` on
-//! stable falls back to random bytes without coverage either. So this
-//! crate is a plain binary on stable Rust, built and run like any other
-//! part of the suite, trading coverage guidance for what the formats allow
-//! instead:
+//! `cargo fuzz` (libFuzzer) needs a nightly toolchain for its `-Z` flags,
+//! and AFL++ (`cargo afl`) needs AFL++ itself built with compiler plugins
+//! for rustc's LLVM; a fresh machine of this project has one stable
+//! toolchain and cannot fetch another, so neither would run in CI, and a
+//! fuzzer that only runs on one developer's machine guards nothing.
+//! `bolero` reaches coverage through the same two engines (via
+//! `cargo bolero`); run as a plain test on stable it generates inputs
+//! without coverage, as this crate does. So this crate is a plain binary
+//! on stable Rust, built and run like any other part of the suite, and
+//! makes up for the missing coverage guidance with what it knows of the
+//! formats:
 //!
 //! * **structured generators** ([`generate`]) that know each format (every
 //!   protocol event with its data shapes, every JSON number form, batches,

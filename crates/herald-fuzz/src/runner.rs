@@ -95,12 +95,18 @@ pub fn run_one(
     engine: &herald::AuthEngine,
     input: &[u8],
 ) -> Result<usize, Failure> {
-    let base = alloc::reset_peak();
-    let outcome = catch_unwind(AssertUnwindSafe(|| match target {
+    check(input.len(), || match target {
         Target::Inbound => targets::inbound(input),
         Target::Envelope => targets::envelope(input),
         Target::Jwt => targets::jwt(engine, input),
-    }));
+    })
+}
+
+/// Runs `f` for an input of `input_len` bytes under `catch_unwind` and the
+/// allocation bound: the peak bytes it held, or the failure.
+pub fn check(input_len: usize, f: impl FnOnce()) -> Result<usize, Failure> {
+    let base = alloc::reset_peak();
+    let outcome = catch_unwind(AssertUnwindSafe(f));
     let peak = alloc::peak().saturating_sub(base);
     if outcome.is_err() {
         let message = PANIC_MESSAGE
@@ -110,7 +116,7 @@ pub fn run_one(
             .unwrap_or_else(|| "panic".to_owned());
         return Err(Failure::Panic { message });
     }
-    let bound = allocation_bound(input.len());
+    let bound = allocation_bound(input_len);
     if peak > bound {
         return Err(Failure::Allocation { peak, bound });
     }
@@ -230,13 +236,27 @@ mod tests {
     fn a_panic_and_an_allocation_over_the_bound_are_failures() {
         quiet_panics();
         let engine = targets::engine();
-        // A frame that is fine: within the bound.
         assert!(run_one(Target::Inbound, &engine, br#"{"event":"e","cid":1}"#).is_ok());
-        // The harness itself: a closure that panics is reported...
-        let r = catch_unwind(|| panic!("boom"));
-        assert!(r.is_err());
-        // ...and the bound is linear in the input.
+        match check(4, || panic!("boom")) {
+            Err(Failure::Panic { message }) => assert!(message.contains("boom"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+        // 1 MiB held at once for a 10-byte input: over 640 B + 64 KiB.
+        match check(10, || {
+            let v = std::hint::black_box(vec![1u8; 1 << 20]);
+            drop(v);
+        }) {
+            Err(Failure::Allocation { peak, bound }) => {
+                assert!(peak >= 1 << 20, "{peak}");
+                assert_eq!(bound, allocation_bound(10));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Allocations freed before the input, or kept from before it, do
+        // not count against it.
+        let kept = vec![0u8; 1 << 20];
+        assert!(check(10, || drop(std::hint::black_box(vec![0u8; 1000]))).is_ok());
+        drop(kept);
         assert_eq!(allocation_bound(0), 64 * 1024);
-        assert_eq!(allocation_bound(10), 640 + 64 * 1024);
     }
 }

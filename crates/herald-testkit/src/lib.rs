@@ -28,6 +28,13 @@
 //! | `readonly/*` | middleware | clients may not publish (`ForbiddenError`) |
 //! | `hist:*` | namespace | history (1,000 publications, 10 min), recovery, presence, join/leave (Herald only) |
 //! | `tiny:*` | namespace | history of 3 publications, recovery (Herald only) |
+//!
+//! Beside the fixture: [`broker_conformance`] (what every broker must do),
+//! [`cluster_scenarios`] (recovery, gap repair and presence across nodes),
+//! [`fault_proxy`] (a TCP proxy that delays, blackholes or resets
+//! connections, also as the `herald-fault-proxy` binary, and balances over
+//! several upstreams) and [`rolling_restart`] (two nodes restarted in turn
+//! under subscribed clients and publishers).
 
 pub mod broker_conformance;
 pub mod cluster_scenarios;

@@ -44,6 +44,16 @@ pub enum AuthError {
     /// The claims are not a JSON object.
     #[error("auth token claims must be a JSON object")]
     ClaimsNotAnObject,
+    /// The signed token would be longer than the engine verifies
+    /// ([`AuthEngine::max_token_len`]): the server never issues a token it
+    /// would refuse.
+    #[error("the signed auth token is {len} bytes, over the {limit}-byte limit (max_auth_token)")]
+    TokenTooLong {
+        /// The token's length.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A refused token, as sent to the client in `authError`.
@@ -296,6 +306,12 @@ impl AuthEngine {
             .entry("exp")
             .or_insert_with(|| Value::from(now + expiry.as_secs()));
         let token = jsonwebtoken::encode(&Header::new(self.algorithm), &claims, key)?;
+        if token.len() > self.max_token_len {
+            return Err(AuthError::TokenTooLong {
+                len: token.len(),
+                limit: self.max_token_len,
+            });
+        }
         Ok((token, claims))
     }
 
@@ -539,6 +555,12 @@ mod tests {
             AuthEngine::hs256("s").token_len_limit(),
             DEFAULT_MAX_TOKEN_LEN
         );
+        // Nor does it sign one it would refuse.
+        let big = claims(json!({"pad": "x".repeat(100)}));
+        assert!(matches!(
+            engine.sign(&big, Duration::from_secs(60)),
+            Err(AuthError::TokenTooLong { limit: 64, .. })
+        ));
     }
 
     #[test]

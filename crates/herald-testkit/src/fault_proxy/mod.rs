@@ -39,9 +39,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+
+/// The listening socket's accept backlog (capped by `net.core.somaxconn`).
+const ACCEPT_BACKLOG: u32 = 4096;
 
 /// How long the proxy tries to reach the upstream for a new connection.
 const UPSTREAM_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,7 +143,17 @@ impl FaultProxy {
 
     /// A proxy listening on `listen` forwarding to `upstream`.
     pub async fn bind(listen: SocketAddr, upstream: SocketAddr) -> io::Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
+        let socket = if listen.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(listen)?;
+        // As long a backlog as Herald's own (`Server::bind`): thousands of
+        // clients reconnecting at once through the proxy must queue here,
+        // not in SYN retransmission timeouts of the proxy's making.
+        let listener = socket.listen(ACCEPT_BACKLOG)?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             upstreams: Mutex::new(vec![upstream]),
