@@ -1,6 +1,7 @@
 // Reconnecting against a real `herald serve`: backoff while the server is
 // down, the server's hints (close 1013 `retry after N`, 1012 drain, 1000
-// final), requests in flight failing instead of hanging, and a silent
+// final), the real admission control (503 + Retry-After) and drain (1012 on
+// SIGTERM), requests in flight failing instead of hanging, and a silent
 // server detected by the ping watchdog.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -111,4 +112,35 @@ test('a server that stops pinging: closed with 4000 and reconnected', async (t) 
   assert.equal(d.code, 4000);
   await within(5000, 'second connection', once(c, 'connect'));
   assert.equal(connections, 2);
+});
+
+test("Herald's admission control: a node at capacity answers 503 with Retry-After, and the client waits it", async (t) => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'herald-ts-admission-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const config = join(dir, 'herald.toml');
+  writeFileSync(config, 'max_connections = 1\nhandshake_rate = 0\n');
+  const server = await startHerald(t, { args: ['--config', config] });
+  const first = client(t, server.url);
+  await first.ready();
+  const second = client(t, server.url);
+  const r = await within(5000, 'reconnecting', once(second, 'reconnecting'));
+  // Far above the client's own 200 ms cap: the server's hint (at least 1 s).
+  assert.ok(r.delay >= 1000, `delay ${r.delay}`);
+  // Once the first leaves, the second gets in.
+  first.close();
+  await within(70000, 'the second connects', second.ready());
+});
+
+test('a node drained with SIGTERM closes with 1012; the client is back once it restarts', async (t) => {
+  const server = await startHerald(t);
+  const c = client(t, server.url);
+  await c.ready();
+  const d = once(c, 'disconnect');
+  await server.stop();
+  assert.equal((await within(5000, 'disconnect', d)).code, 1012);
+  await server.restart();
+  await within(10000, 'back', once(c, 'connect'));
 });
