@@ -104,6 +104,16 @@ pub struct FanoutArgs {
     /// (127.0.0.2, 127.0.0.3, …).
     #[arg(long, default_value_t = 4)]
     pub sources: u8,
+    /// Slow readers, as a fraction of the subscribers of each channel (0.1:
+    /// one more for every ten): extra subscribers that read one message per
+    /// --slow-pause, are closed by the server as slow consumers, reconnect
+    /// and fall behind again (see `crate::slow`). They are not part of the
+    /// delivery accounting; compare the latency with and without them.
+    #[arg(long, default_value_t = 0.0)]
+    pub slow_readers: f64,
+    /// How long a slow reader waits after each message it reads.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "20ms")]
+    pub slow_pause: Duration,
 }
 
 impl FanoutArgs {
@@ -182,6 +192,9 @@ pub struct FanoutResult {
     pub server: Option<Usage>,
     /// The bench's own CPU and memory during the measurement.
     pub bench: Option<Usage>,
+    /// The slow readers' report, when the run had some.
+    #[serde(default)]
+    pub slow: Option<crate::slow::SlowReport>,
 }
 
 impl FanoutResult {
@@ -581,6 +594,17 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
         thousands(total_subs as u64)
     ));
 
+    let slow_per_channel = (args.slow_readers * f64::from(s)).round() as u32;
+    let slow = (slow_per_channel > 0).then(|| {
+        crate::slow::SlowReaders::start(
+            &harness.target,
+            (0..c).map(|ch| channel_name(&shared.prefix, ch)),
+            slow_per_channel,
+            args.slow_pause,
+            args.sources,
+        )
+    });
+
     let server = harness
         .pid
         .map(|pid| Sampler::start(pid, Duration::from_millis(250)));
@@ -672,6 +696,7 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
     let (m_start, delivered_start, sent_start, server_a, bench_a) =
         boundary.context("measurement never started")?;
     let measured = stop_at - m_start;
+    let slow = slow.map(crate::slow::SlowReaders::stop);
 
     // Stop the publishers (keeping their sockets open through the drain).
     let mut publisher_errors = Vec::new();
@@ -783,6 +808,7 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
         },
         server: usage(server.as_ref(), server_a, server_b),
         bench: usage(Some(&bench), bench_a, bench_b),
+        slow,
     })
 }
 

@@ -35,6 +35,7 @@ pub mod recover;
 pub mod report;
 pub mod seq;
 pub mod server;
+pub mod slow;
 pub mod stats;
 pub mod storm;
 pub mod wire;

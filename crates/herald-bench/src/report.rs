@@ -152,6 +152,20 @@ impl Outcome {
                         r.drain_s
                     ),
                 );
+                if let Some(slow) = &r.slow {
+                    row(
+                        &mut s,
+                        "slow readers",
+                        format!(
+                            "{} readers, {} connections, {} closed with 4100, {} other ends, {} messages read",
+                            slow.readers,
+                            slow.connections,
+                            slow.slow_consumer_closes,
+                            slow.other_ends,
+                            thousands(slow.messages)
+                        ),
+                    );
+                }
                 if let Some(u) = &r.server {
                     row(
                         &mut s,
@@ -710,6 +724,7 @@ mod tests {
             machine_cpu_pct: None,
             server: Some(Usage::default()),
             bench: None,
+            slow: None,
         })
     }
 

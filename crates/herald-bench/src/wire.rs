@@ -119,10 +119,24 @@ fn bind_address_no_port(socket: &TcpSocket) {
 /// Opens a TCP connection (from `source` when given) and upgrades it to a
 /// WebSocket. Does not time out by itself: see [`connect_subscribed`].
 pub async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Ws, WireError> {
+    connect_with(target, source, None).await
+}
+
+/// [`connect`] with the socket's receive buffer set to `recv_buffer` bytes
+/// (a small one stands for a client on a slow link: the kernel holds little
+/// of what it has not read, so the server's queue fills).
+pub async fn connect_with(
+    target: &Target,
+    source: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+) -> Result<Ws, WireError> {
     let socket = match target.addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size)?;
+    }
     if let Some(ip) = source {
         bind_address_no_port(&socket);
         socket.bind(SocketAddr::new(ip, 0))?;
@@ -207,8 +221,19 @@ pub async fn connect_subscribed(
     channel: Option<&str>,
     timeout: Duration,
 ) -> Result<Ws, WireError> {
+    connect_subscribed_with(target, source, None, channel, timeout).await
+}
+
+/// [`connect_subscribed`] with a receive buffer (see [`connect_with`]).
+pub async fn connect_subscribed_with(
+    target: &Target,
+    source: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+    channel: Option<&str>,
+    timeout: Duration,
+) -> Result<Ws, WireError> {
     let work = async {
-        let mut ws = connect(target, source).await?;
+        let mut ws = connect_with(target, source, recv_buffer).await?;
         handshake(&mut ws).await?;
         if let Some(channel) = channel {
             subscribe(&mut ws, channel, 2).await?;
