@@ -194,7 +194,7 @@ pub struct FanoutResult {
     pub bench: Option<Usage>,
     /// The slow readers' report, when the run had some.
     #[serde(default)]
-    pub slow: Option<crate::slow::SlowReport>,
+    pub slow: Option<Box<crate::slow::SlowReport>>,
 }
 
 impl FanoutResult {
@@ -696,7 +696,7 @@ async fn run_with(args: &FanoutArgs, harness: &Harness) -> anyhow::Result<Fanout
     let (m_start, delivered_start, sent_start, server_a, bench_a) =
         boundary.context("measurement never started")?;
     let measured = stop_at - m_start;
-    let slow = slow.map(crate::slow::SlowReaders::stop);
+    let slow = slow.map(|r| Box::new(r.stop()));
 
     // Stop the publishers (keeping their sockets open through the drain).
     let mut publisher_errors = Vec::new();
