@@ -353,6 +353,6 @@ async fn config_file_auth_audience_issuer_and_token_bound_apply() {
         );
     }
     herald.signal("TERM");
-    assert_eq!(close_code(&mut ws).await, 1001);
+    assert_eq!(close_code(&mut ws).await, 1012);
     assert_eq!(herald.exit_code().await, Some(0));
 }
