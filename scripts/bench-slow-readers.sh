@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Slow-consumer benchmark: the same fan-out with and without 10 % slow
+# readers, interleaved in one run, comparing the healthy subscribers'
+# publish-to-delivery latency (p50, p99) and throughput. The slow readers
+# (herald-bench fanout --slow-readers, crate::slow) sit on a 4 KiB receive
+# buffer and read one message per --slow-pause, so the server's queue for
+# them fills, they are closed with 4100 and they come back, all run long.
+#
+#   scripts/bench-slow-readers.sh [--runs 3] [--duration 10s] [--no-build]
+#
+# Fixed publication rate (the same load in both variants, so the latency
+# compares like with like). Prints a Markdown table of the medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=3
+duration=10s
+build=1
+while (($#)); do
+  case "$1" in
+    --runs) runs="$2"; shift 2 ;;
+    --duration) duration="$2"; shift 2 ;;
+    --no-build) build=0; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+  esac
+done
+if ((build)); then
+  cargo build --release --locked -p herald-cli -p herald-bench
+fi
+BENCH=target/release/herald-bench
+SERVER="target/release/herald serve --config bench/herald.toml --listen 127.0.0.1:{port}"
+# 1 publisher per channel, 10 channels x 100 subscribers, 4 KB publications
+# at 1,000/s in all: 100,000 deliveries/s (400 MB/s) to the healthy ones.
+common=(fanout -P 10 -C 10 -S 100 --payload 4000 --rate 1000 --duration "$duration" --warmup 2s --threads 2 --json --quiet)
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+for i in $(seq 1 "$runs"); do
+  for variant in none slow; do
+    extra=()
+    [ "$variant" = slow ] && extra=(--slow-readers 0.1 --slow-pause 100ms)
+    echo "run $i/$runs: $variant" >&2
+    "$BENCH" "${common[@]}" "${extra[@]}" --server-cmd "$SERVER" --label "$variant" >>"$results"
+  done
+done
+python3 - "$results" <<'PY'
+import json, statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    line = line.strip()
+    if not line.startswith("{"):
+        continue
+    o = json.loads(line)
+    r = o.get("fanout", o)
+    rows.setdefault(r["label"], []).append(r)
+def med(rs, f):
+    return statistics.median(f(r) for r in rs)
+base = rows["none"]
+print("| variant | runs | deliveries/s | p50 ms | p99 ms | p99 vs none | lost/dup | slow readers closed with 4100 |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
+p99_base = med(base, lambda r: r["latency"]["p99_ms"])
+for label in ("none", "slow"):
+    rs = rows[label]
+    p99 = med(rs, lambda r: r["latency"]["p99_ms"])
+    lost = sum(r["seq"]["lost"] + r["seq"]["duplicated"] for r in rs)
+    closes = sum((r.get("slow") or {}).get("slow_consumer_closes", 0) for r in rs)
+    print(f"| {label} | {len(rs)} | {med(rs, lambda r: r['deliveries_per_sec']):,.0f} | "
+          f"{med(rs, lambda r: r['latency']['p50_ms']):.2f} | {p99:.2f} | {p99 / p99_base:.2f} | {lost} | {closes} |")
+PY
