@@ -107,8 +107,9 @@ pub struct Config {
     pub auth_default_expiry: Duration,
     /// Whether clients may publish (`#publish`). Default true.
     pub allow_client_publish: bool,
-    /// How long a write to a socket may block before the socket is dropped.
-    /// Default 10 s.
+    /// How long a write to a socket may block before the socket is dropped
+    /// as a slow consumer (counted as 4100; no close frame can follow a
+    /// frame cut halfway). Default 10 s.
     pub write_timeout: Duration,
     /// The token claim naming the user a socket is authenticated as, for
     /// messages addressed to a user ([`crate::Server::users`]). Default `sub`.

@@ -340,7 +340,16 @@ impl Out {
                 // a slow consumer if its queue overflowed meanwhile).
                 match tokio::time::timeout(write_timeout, work).await {
                     Ok(r) => r,
-                    Err(_) => Err(format!("write blocked for more than {write_timeout:?}")),
+                    Err(_) => {
+                        // A peer that took nothing for this long is a slow
+                        // consumer, whether or not its queue overflowed.
+                        if !self.shared.is_slow_consumer() {
+                            crate::metrics::slow_consumer();
+                            self.shared
+                                .request_close(herald_protocol::close::SLOW_CONSUMER, None);
+                        }
+                        Err(format!("write blocked for more than {write_timeout:?}"))
+                    }
                 }
             }
         };
