@@ -59,14 +59,16 @@ for line in open(sys.argv[1]):
 def med(rs, f):
     return statistics.median(f(r) for r in rs)
 base = rows["none"]
-print("| variant | runs | deliveries/s | p50 ms | p99 ms | p99 vs none | lost/dup | slow readers closed with 4100 |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|")
+print("| variant | runs | deliveries/s | p50 ms | p99 ms | p99 vs none | lost/dup | slow readers | slow-reader disconnections |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 p99_base = med(base, lambda r: r["latency"]["p99_ms"])
 for label in ("none", "slow"):
     rs = rows[label]
     p99 = med(rs, lambda r: r["latency"]["p99_ms"])
     lost = sum(r["seq"]["lost"] + r["seq"]["duplicated"] for r in rs)
-    closes = sum((r.get("slow") or {}).get("slow_consumer_closes", 0) for r in rs)
+    slow = [r.get("slow") or {} for r in rs]
+    closes = sum(x.get("slow_consumer_closes", 0) + x.get("other_ends", 0) for x in slow)
+    readers = max((x.get("readers", 0) for x in slow), default=0)
     print(f"| {label} | {len(rs)} | {med(rs, lambda r: r['deliveries_per_sec']):,.0f} | "
-          f"{med(rs, lambda r: r['latency']['p50_ms']):.2f} | {p99:.2f} | {p99 / p99_base:.2f} | {lost} | {closes} |")
+          f"{med(rs, lambda r: r['latency']['p50_ms']):.2f} | {p99:.2f} | {p99 / p99_base:.2f} | {lost} | {readers} | {closes} |")
 PY
