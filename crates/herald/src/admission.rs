@@ -223,7 +223,6 @@ fn matches_origin(allowed: &str, origin: &str) -> bool {
 #[derive(Debug)]
 pub(crate) struct Admission {
     bucket: Option<Bucket>,
-    rate: f64,
     max_connections: usize,
     connections: Arc<AtomicUsize>,
     per_ip: Option<Arc<Counts>>,
@@ -254,7 +253,6 @@ impl Admission {
                 burst,
                 state: Mutex::new((burst, Instant::now())),
             }),
-            rate,
             max_connections: cfg.max_connections,
             connections: Arc::new(AtomicUsize::new(0)),
             per_ip: counts(cfg.max_connections_per_ip),
@@ -330,10 +328,9 @@ impl Admission {
             self.refused.store(0, Ordering::Release);
         }
         let refused = self.refused.fetch_add(1, Ordering::AcqRel) + 1;
-        if self.rate > 0.0 {
-            (refused as f64 / self.rate).ceil() as u64
-        } else {
-            1
+        match &self.bucket {
+            Some(bucket) => (refused as f64 / bucket.rate).ceil() as u64,
+            None => 1,
         }
     }
 

@@ -220,10 +220,7 @@ impl SocketShared {
         match self.tx.send(item) {
             Ok(()) => true,
             Err(Refused::Full) => {
-                if self.close_code.load(Ordering::Acquire) == 0 {
-                    crate::metrics::slow_consumer();
-                }
-                self.request_close(herald_protocol::close::SLOW_CONSUMER, None);
+                self.condemn_slow_consumer();
                 false
             }
             Err(Refused::Closed) => false,
@@ -241,15 +238,25 @@ impl SocketShared {
     }
 
     /// Asks the connection task to close the socket with `code`. The first
-    /// request wins.
-    pub(crate) fn request_close(&self, code: u16, reason: Option<String>) {
-        if self
+    /// request wins; returns whether this one did.
+    pub(crate) fn request_close(&self, code: u16, reason: Option<String>) -> bool {
+        let won = self
             .close_code
             .compare_exchange(0, code, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
+            .is_ok();
+        if won {
             *self.close_reason.lock() = reason;
             self.kill.notify_one();
+        }
+        won
+    }
+
+    /// Closes the socket as a slow consumer (4100), counted once however
+    /// many paths find it (a full queue, an overflow while a subscribe is
+    /// answered, a write blocked past `write_timeout`).
+    pub(crate) fn condemn_slow_consumer(&self) {
+        if self.request_close(herald_protocol::close::SLOW_CONSUMER, None) {
+            crate::metrics::slow_consumer();
         }
     }
 

@@ -82,12 +82,14 @@ impl Throttle {
     }
 
     /// Waits for the next message's turn; false when the socket has been
-    /// over its rate for longer than the grace period.
-    pub(super) async fn admit(&mut self) -> bool {
+    /// over its rate for longer than the grace period. A message that finds
+    /// a token without waiting ends the throttling (and its grace period).
+    pub(super) async fn on_message(&mut self) -> bool {
+        if self.bucket.take() {
+            self.since = None;
+            return true;
+        }
         loop {
-            if self.bucket.take() {
-                return true;
-            }
             let now = Instant::now();
             let since = *self.since.get_or_insert(now);
             if now.duration_since(since) > THROTTLE_GRACE {
@@ -95,27 +97,9 @@ impl Throttle {
             }
             tokio::time::sleep(self.bucket.wait().max(Duration::from_millis(1))).await;
             if self.bucket.take() {
-                // Still at the rate: the throttling goes on until a message
-                // finds a token without waiting.
                 return true;
             }
         }
-    }
-
-    /// A message found a token without waiting: the socket is within its
-    /// rate again.
-    fn relieve(&mut self) {
-        self.since = None;
-    }
-
-    /// [`Throttle::admit`] for a message that arrived: resets the grace
-    /// period when no wait was needed.
-    pub(super) async fn on_message(&mut self) -> bool {
-        if self.bucket.take() {
-            self.relieve();
-            return true;
-        }
-        self.admit().await
     }
 }
 

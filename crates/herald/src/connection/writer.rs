@@ -294,9 +294,7 @@ impl Out {
                 .accept(item, &self.shared.channels, &mut ready)
                 .is_err()
             {
-                crate::metrics::slow_consumer();
-                self.shared
-                    .request_close(herald_protocol::close::SLOW_CONSUMER, None);
+                self.shared.condemn_slow_consumer();
                 return Ok(());
             }
             items += 1;
@@ -343,11 +341,7 @@ impl Out {
                     Err(_) => {
                         // A peer that took nothing for this long is a slow
                         // consumer, whether or not its queue overflowed.
-                        if !self.shared.is_slow_consumer() {
-                            crate::metrics::slow_consumer();
-                            self.shared
-                                .request_close(herald_protocol::close::SLOW_CONSUMER, None);
-                        }
+                        self.shared.condemn_slow_consumer();
                         Err(format!("write blocked for more than {write_timeout:?}"))
                     }
                 }
