@@ -66,6 +66,7 @@ pub fn namespace() -> ChannelOptions {
         join_leave: true,
         subscribe: Rule::Any,
         publish: Rule::Authenticated,
+        ..ChannelOptions::default()
     }
 }
 

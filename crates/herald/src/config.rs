@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use herald_protocol::defaults;
 
+use crate::hooks::HooksConfig;
 use crate::namespace::{ChannelOptions, UnknownNamespaces};
 
 /// Settings of a Herald server. Build with [`Config::default`] and adjust the
@@ -131,6 +132,10 @@ pub struct Config {
     /// refreshes its own entries every third of it, so the entries of a
     /// node that died vanish within this bound. Default 30 s.
     pub presence_ttl: Duration,
+    /// The backend hooks called on connect, token refresh and RPC (the
+    /// subscribe and publish hooks are per namespace, in
+    /// [`ChannelOptions`]). Default: none.
+    pub hooks: HooksConfig,
 }
 
 impl Default for Config {
@@ -167,6 +172,7 @@ impl Default for Config {
             namespaces: BTreeMap::new(),
             unknown_namespaces: UnknownNamespaces::Plain,
             presence_ttl: Duration::from_secs(30),
+            hooks: HooksConfig::default(),
         }
     }
 }

@@ -39,6 +39,8 @@
 //! * [`socket`]: the [`Socket`] handle given to handlers and middleware.
 //! * [`handler`]: procedures ([`Request`]) and receivers ([`Message`]).
 //! * [`middleware`]: [`Middleware`] and [`PublishOutMiddleware`].
+//! * [`hooks`]: backend HTTP hooks ([`HooksConfig`]): connect, token
+//!   refresh, subscribe, publish, RPC forwarding.
 //! * [`auth`]: [`AuthEngine`], signing and verifying JWTs.
 //! * [`broker`]: the [`Broker`] trait and the in-process [`MemoryBroker`].
 //! * [`cluster`]: messages to users on every node ([`Users`]), node
@@ -68,6 +70,7 @@ pub mod cluster;
 pub mod config;
 mod connection;
 pub mod handler;
+pub mod hooks;
 pub mod metrics;
 pub mod middleware;
 pub mod namespace;
@@ -94,6 +97,7 @@ pub use config::Config;
 pub use handler::{Message, Request};
 pub use herald_protocol as protocol;
 pub use herald_protocol::ErrorPayload;
+pub use hooks::{HookEndpoint, HooksConfig, OnFailure};
 pub use middleware::{
     InvokeRequest, Middleware, PublishOut, PublishOutMiddleware, PublishRequest, Rejection,
     SubscribeRequest, TransmitRequest,

@@ -19,6 +19,7 @@ use std::time::Duration;
 use herald_protocol::ErrorPayload;
 
 use crate::broker::HistoryPolicy;
+use crate::hooks::HookEndpoint;
 use crate::socket::Socket;
 
 /// Error name of a refused subscribe or publish (a namespace rule, or
@@ -104,6 +105,7 @@ pub enum UnknownNamespaces {
 ///     join_leave: true,
 ///     subscribe: Rule::Authenticated,
 ///     publish: Rule::Authenticated,
+///     ..ChannelOptions::default()
 /// };
 /// let server = herald::Server::builder().namespace("chat", chat).build();
 /// # let _ = server;
@@ -128,6 +130,12 @@ pub struct ChannelOptions {
     pub subscribe: Rule,
     /// Who may publish. Default [`Rule::Any`].
     pub publish: Rule,
+    /// The backend hook asked about each client subscribe (after the rule
+    /// and the middleware; see [`crate::hooks`]). Default none.
+    pub subscribe_hook: Option<HookEndpoint>,
+    /// The backend hook asked about each client publication (after the
+    /// rule and the middleware); it may replace the data. Default none.
+    pub publish_hook: Option<HookEndpoint>,
 }
 
 impl Default for ChannelOptions {
@@ -140,6 +148,8 @@ impl Default for ChannelOptions {
             join_leave: false,
             subscribe: Rule::Any,
             publish: Rule::Any,
+            subscribe_hook: None,
+            publish_hook: None,
         }
     }
 }
@@ -164,6 +174,14 @@ impl ChannelOptions {
         }
         if self.recover && !self.has_history() {
             return Err(format!("{what}: recover needs history (set history_size)"));
+        }
+        for (key, hook) in [
+            ("subscribe_hook", &self.subscribe_hook),
+            ("publish_hook", &self.publish_hook),
+        ] {
+            if let Some(hook) = hook {
+                hook.validate(&format!("{what} {key}"))?;
+            }
         }
         Ok(())
     }

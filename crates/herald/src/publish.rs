@@ -16,6 +16,7 @@ use serde_json::value::RawValue;
 
 use crate::broker::{BrokerError, Publication, StreamPosition};
 use crate::cluster::RESERVED_PREFIX;
+use crate::hooks::{HookEndpoint, HookKind};
 use crate::middleware::PublishRequest;
 use crate::namespace::{FORBIDDEN, Resolved, Rule};
 use crate::server::ServerInner;
@@ -140,7 +141,10 @@ impl ServerInner {
                     )));
                 }
                 let history = ns.history.clone();
-                let data = self.publish_middleware(socket, channel, data).await?;
+                let hook = ns.options.publish_hook.clone();
+                let data = self
+                    .publish_middleware(socket, channel, data, hook.as_ref())
+                    .await?;
                 crate::metrics::published();
                 return self.publish_checked(channel, data, history).await;
             }
@@ -172,16 +176,18 @@ impl ServerInner {
         }
     }
 
-    /// Runs the publish middleware, which may refuse or change the data.
-    /// Data left alone keeps the publisher's bytes (re-encoding would sort
-    /// keys and round large numbers).
+    /// Runs the publish middleware, then the namespace's publish hook;
+    /// either may refuse or change the data. Data left alone keeps the
+    /// publisher's bytes (re-encoding would sort keys and round large
+    /// numbers).
     async fn publish_middleware(
         &self,
         socket: &Socket,
         channel: &str,
         data: Option<Box<RawValue>>,
+        hook: Option<&HookEndpoint>,
     ) -> Result<Option<Box<RawValue>>, PublishError> {
-        if self.middleware.is_empty() {
+        if self.middleware.is_empty() && hook.is_none() {
             return Ok(data);
         }
         let original: Option<Value> = data
@@ -195,6 +201,16 @@ impl ServerInner {
             m.publish_in(socket, &mut request)
                 .await
                 .map_err(PublishError::Refused)?;
+        }
+        if let Some(hook) = hook {
+            let sent = request.data.clone().unwrap_or(Value::Null);
+            let replaced = self
+                .run_channel_hook(HookKind::Publish, hook, socket, channel, sent)
+                .await
+                .map_err(PublishError::Refused)?;
+            if let Some(v) = replaced {
+                request.data = Some(v);
+            }
         }
         match request.data {
             v if v == original => Ok(data),

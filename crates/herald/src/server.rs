@@ -63,6 +63,8 @@ pub(crate) struct ServerInner {
     pub(crate) metrics: ServerMetrics,
     /// Connection limits and the handshake budget.
     pub(crate) admission: Admission,
+    /// The backend hooks, when any is configured.
+    pub(crate) hooks: Option<crate::hooks::Hooks>,
 }
 
 /// The settings given to a [`ServerBuilder`] do not make a server.
@@ -346,8 +348,10 @@ impl ServerBuilder {
         tracing::info!(node_id = %node_id, broker = broker.name(), "herald node");
         crate::metrics::describe();
         let admission = Admission::new(&self.config);
+        let hooks = crate::hooks::Hooks::new(&self.config).map_err(ConfigError)?;
         let inner = Arc::new(ServerInner {
             admission,
+            hooks,
             node_id: Arc::from(node_id),
             config: self.config,
             auth,
@@ -377,6 +381,13 @@ impl ServerBuilder {
             Ok(handle) => {
                 let interval = inner.config.announce_interval;
                 handle.spawn(cluster::run(Arc::downgrade(&inner), interval));
+                if inner
+                    .hooks
+                    .as_ref()
+                    .is_some_and(|h| h.client.config.refresh.is_some())
+                {
+                    handle.spawn(crate::hooks::refresh::run(Arc::downgrade(&inner)));
+                }
                 if inner.namespaces.any_presence() {
                     let ttl = inner.config.presence_ttl;
                     handle.spawn(crate::presence::refresh(Arc::downgrade(&inner), ttl));
@@ -582,6 +593,9 @@ impl ServerInner {
 
     pub(crate) fn unregister(&self, socket: &SocketShared) {
         self.sockets.lock().remove(&socket.key);
+        if let Some(hooks) = &self.hooks {
+            hooks.refresh.forget(socket.key);
+        }
         crate::metrics::connections(-1.0);
     }
 

@@ -169,6 +169,8 @@ pub(crate) struct SocketShared {
     /// queued yet), and the signal that the count dropped to zero.
     running: AtomicUsize,
     idle: Notify,
+    /// Backend hook calls in flight for this socket (`crate::hooks`).
+    pub(crate) hooks_in_flight: AtomicUsize,
     pub(crate) server: Arc<ServerInner>,
 }
 
@@ -197,6 +199,7 @@ impl SocketShared {
             next_cid: AtomicU64::new(1),
             running: AtomicUsize::new(0),
             idle: Notify::new(),
+            hooks_in_flight: AtomicUsize::new(0),
             server,
         }
     }
@@ -305,6 +308,12 @@ impl SocketShared {
     }
 
     pub(crate) fn set_auth(&self, auth: Option<AuthState>) {
+        if let Some(hooks) = &self.server.hooks {
+            let before = hooks.client.config.refresh_before;
+            if hooks.client.config.refresh.is_some() {
+                hooks.refresh.token_changed(self.key, auth.as_ref(), before);
+            }
+        }
         *self.auth.lock() = auth;
         self.auth_changed.notify_one();
     }
@@ -486,6 +495,21 @@ impl Socket {
     pub fn remove_auth_token(&self) {
         self.0.set_auth(None);
         let _ = self.send_frame(outbound::remove_auth_token());
+    }
+
+    /// Subscribes the socket to `channel` on the server's behalf (a
+    /// server-side subscription): the name is checked and the channel's
+    /// namespace applies (history, presence), but no subscribe rule,
+    /// middleware or hook runs. Publications on the channel reach the
+    /// socket from then on; a client `#subscribe` to it later is answered
+    /// at once (the official `socketcluster-client` needs one to hand the
+    /// publications to the application). Returns once the broker delivers
+    /// the channel to this node.
+    pub async fn subscribe(&self, channel: &str) -> Result<(), ErrorPayload> {
+        if self.state() == SocketState::Closed {
+            return Err(ErrorPayload::new(names::BAD_CONNECTION, "socket is closed"));
+        }
+        self.0.server.subscribe_server_side(self, channel).await
     }
 
     /// Removes the socket from `channel` and tells the client

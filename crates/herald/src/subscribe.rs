@@ -12,6 +12,11 @@
 //! gap and no duplicate. On a channel with presence the socket is recorded
 //! (and, with `join_leave`, a join is published).
 //!
+//! Server-side subscriptions (a connect hook's channels, a token's
+//! `channels` claim, the HTTP API, [`crate::Socket::subscribe`]) take the
+//! same path after the name check, without rules, middleware or hooks:
+//! [`ServerInner::subscribe_server_side`].
+//!
 //! Unsubscribing (by the client, by `kick_out`, at close) goes through
 //! [`ServerInner::unsubscribe`] so that presence is always cleaned up.
 
@@ -22,6 +27,7 @@ use herald_protocol::{Cid, ext, outbound};
 use serde_json::value::RawValue;
 
 use crate::broker::{HistoryQuery, StreamPosition};
+use crate::hooks::HookKind;
 use crate::middleware::SubscribeRequest;
 use crate::namespace::Resolved;
 use crate::publish::forbidden;
@@ -30,8 +36,8 @@ use crate::socket::{Outbound, Socket, SubscribeEnd};
 
 impl ServerInner {
     /// Whether `socket` may subscribe to `channel` (name, namespace, rule,
-    /// middleware): the check of a subscribe and of history and presence
-    /// reads.
+    /// middleware, the namespace's subscribe hook): the check of a
+    /// subscribe and of history and presence reads.
     pub(crate) async fn may_subscribe(
         &self,
         socket: &Socket,
@@ -52,12 +58,25 @@ impl ServerInner {
                 m.subscribe(socket, &mut request).await?;
             }
         }
+        if let Some(hook) = &ns.options.subscribe_hook {
+            let data = data
+                .and_then(|d| serde_json::from_str(d.get()).ok())
+                .unwrap_or_default();
+            self.run_channel_hook(HookKind::Subscribe, hook, socket, channel, data)
+                .await?;
+        }
         Ok(ns)
     }
 
     /// A client's `#subscribe`. Every outcome (reply, recovered
     /// publications) is queued on the socket, in order; a subscribe without
     /// `cid` gets no reply.
+    ///
+    /// A socket subscribed to the channel already (by an earlier
+    /// `#subscribe`, or server-side: [`ServerInner::subscribe_server_side`])
+    /// is answered without checking again: nothing changes but the reply,
+    /// which carries the stream's position on a channel with history. This
+    /// is how a client takes over a subscription the server made for it.
     pub(crate) async fn subscribe(
         &self,
         socket: &Socket,
@@ -66,6 +85,63 @@ impl ServerInner {
         data: Option<&RawValue>,
         recover: Option<StreamPosition>,
     ) {
+        let checked = if socket.is_subscribed(channel) {
+            self.channel_options(channel)
+        } else {
+            self.may_subscribe(socket, channel, data).await
+        };
+        let ns = match checked {
+            Ok(ns) => ns.clone(),
+            Err(e) => {
+                tracing::debug!(socket = %socket.id(), channel, error = %e, "subscribe refused");
+                if let Some(cid) = cid {
+                    socket.0.reply(outbound::reply_error(cid, &e));
+                }
+                return;
+            }
+        };
+        let _ = self
+            .subscribe_checked(socket, cid, channel, &ns, recover)
+            .await;
+    }
+
+    /// Subscribes `socket` to `channel` on the server's behalf: the
+    /// channel name is checked and its namespace found, but no rule,
+    /// middleware or hook applies (the server decided). This is the one
+    /// path for server-side subscriptions: channels a connect hook returns,
+    /// a token's `channels` claim, the HTTP API's subscribe. The client
+    /// receives the channel's publications from then on; the official
+    /// `socketcluster-client` hands them to the application once it
+    /// subscribes to the channel itself (answered at once: see
+    /// [`ServerInner::subscribe`]).
+    pub(crate) async fn subscribe_server_side(
+        &self,
+        socket: &Socket,
+        channel: &str,
+    ) -> Result<(), ErrorPayload> {
+        let ns = self.channel_options(channel)?.clone();
+        self.subscribe_checked(socket, None, channel, &ns, None)
+            .await?;
+        if socket.state() == crate::SocketState::Closed {
+            // The socket closed meanwhile, after its subscriptions were
+            // cleaned up: this one must not outlive it.
+            self.unsubscribe(socket, channel).await;
+        }
+        Ok(())
+    }
+
+    /// The part of a subscribe after the checks: the registry, the
+    /// channel's stream position (and recovery) on a channel with history,
+    /// presence. The reply (with `cid`) is queued on the socket in order
+    /// with the recovered publications; the result is returned as well.
+    async fn subscribe_checked(
+        &self,
+        socket: &Socket,
+        cid: Option<&Cid>,
+        channel: &str,
+        ns: &Arc<Resolved>,
+        recover: Option<StreamPosition>,
+    ) -> Result<(), ErrorPayload> {
         let reply = |result: Result<(), ErrorPayload>| -> Option<bytes::Bytes> {
             let cid = cid?;
             Some(match result {
@@ -73,27 +149,16 @@ impl ServerInner {
                 Err(e) => outbound::reply_error(cid, &e),
             })
         };
-        let ns = match self.may_subscribe(socket, channel, data).await {
-            Ok(ns) => ns.clone(),
-            Err(e) => {
-                tracing::debug!(socket = %socket.id(), channel, error = %e, "subscribe refused");
-                if let Some(frame) = reply(Err(e)) {
-                    socket.0.reply(frame);
-                }
-                return;
-            }
-        };
         tracing::trace!(socket = %socket.id(), channel, namespace = %ns.name, "subscribe");
         let Some(policy) = ns.history.clone() else {
             let result = self.registry.subscribe(&socket.0, channel).await;
-            let ok = result.is_ok();
-            if let Some(frame) = reply(result) {
+            if let Some(frame) = reply(result.clone()) {
                 socket.0.reply(frame);
             }
-            if ok {
-                self.presence.joined(self, socket, channel, &ns).await;
+            if result.is_ok() {
+                self.presence.joined(self, socket, channel, ns).await;
             }
-            return;
+            return result;
         };
 
         let name: Arc<str> = Arc::from(channel);
@@ -107,8 +172,8 @@ impl ServerInner {
             })
         };
         if let Err(e) = self.registry.subscribe(&socket.0, channel).await {
-            socket.0.enqueue(Outbound::SubscribeEnd(failed(e)));
-            return;
+            socket.0.enqueue(Outbound::SubscribeEnd(failed(e.clone())));
+            return Err(e);
         }
         let asked = recover.is_some();
         let since = recover.filter(|_| ns.options.recover);
@@ -130,8 +195,8 @@ impl ServerInner {
                     names::BROKER,
                     format!("Failed to subscribe socket to the {channel} channel - {e}"),
                 );
-                socket.0.enqueue(Outbound::SubscribeEnd(failed(e)));
-                return;
+                socket.0.enqueue(Outbound::SubscribeEnd(failed(e.clone())));
+                return Err(e);
             }
         };
         self.registry.seed(channel, &page.position);
@@ -163,7 +228,8 @@ impl ServerInner {
                 reply: frame,
                 position: Some(page.position),
             })));
-        self.presence.joined(self, socket, channel, &ns).await;
+        self.presence.joined(self, socket, channel, ns).await;
+        Ok(())
     }
 
     /// Unsubscribes `socket` from `channel` (and from its presence).

@@ -53,25 +53,47 @@ impl Conn {
                 "Handshake request was malformatted".into(),
             );
         };
-        let (claims, auth_error) = match &token {
+        let (mut claims, mut auth_error) = match &token {
             None => (None, None),
             Some(t) => match self.verify(t).await {
                 Ok(c) => (Some(c), None),
                 Err(e) => (None, Some(e)),
             },
         };
+        let mut token = token;
         for m in &self.server.middleware {
             if let Err(e) = m.handshake(&self.socket, claims.as_ref()).await {
-                let code = e
-                    .extra
-                    .get("statusCode")
-                    .and_then(Value::as_u64)
-                    .and_then(|c| u16::try_from(c).ok())
-                    .filter(|c| (4000..5000).contains(c))
-                    .unwrap_or(close::HANDSHAKE_REJECTED);
+                let code = close_code_of(&e);
                 crate::metrics::handshake_refused(crate::metrics::Refusal::HandshakeMiddleware);
                 self.send(outbound::reply_error(&cid, &e));
                 return Flow::Close(code, e.message);
+            }
+        }
+        let mut issued = None;
+        let mut channels = Vec::new();
+        let server = self.server.clone();
+        if let Some(endpoint) = server.connect_hook() {
+            match server
+                .run_connect_hook(endpoint, &self.socket, claims.as_ref(), auth_error.as_ref())
+                .await
+            {
+                Ok(connected) => {
+                    if let Some((signed, new_claims)) = connected.token {
+                        // The backend's token replaces the handshake's (or
+                        // its refusal).
+                        claims = Some(new_claims);
+                        token = Some(signed.clone());
+                        auth_error = None;
+                        issued = Some(signed);
+                    }
+                    channels = connected.channels;
+                }
+                Err(e) => {
+                    crate::metrics::handshake_refused(crate::metrics::Refusal::ConnectHook);
+                    let code = close_code_of(&e);
+                    self.send(outbound::reply_error(&cid, &e));
+                    return Flow::Close(code, e.message);
+                }
             }
         }
         let is_authenticated = match (claims, token) {
@@ -97,6 +119,14 @@ impl Conn {
         self.send(outbound::handshake_reply(&cid, &status));
         if bad_token {
             self.send(outbound::remove_auth_token());
+        }
+        if let Some(signed) = issued {
+            self.send(outbound::set_auth_token(&signed));
+        }
+        for channel in channels {
+            if let Err(e) = server.subscribe_server_side(&self.socket, &channel).await {
+                tracing::warn!(socket = %self.shared.id, channel, error = %e, "cannot subscribe the socket to a channel its connect hook named");
+            }
         }
         if first {
             crate::metrics::handshake();
@@ -224,6 +254,17 @@ impl Conn {
     pub(super) fn check_token_expiry(&self) {
         check_token_expiry(&self.shared);
     }
+}
+
+/// The close code of a refused handshake: the error's `statusCode` when it
+/// is a 4xxx code, else 4008.
+fn close_code_of(e: &ErrorPayload) -> u16 {
+    e.extra
+        .get("statusCode")
+        .and_then(Value::as_u64)
+        .and_then(|c| u16::try_from(c).ok())
+        .filter(|c| (4000..5000).contains(c))
+        .unwrap_or(close::HANDSHAKE_REJECTED)
 }
 
 /// Deauthenticates `shared` if its token expired: run when the expiry timer

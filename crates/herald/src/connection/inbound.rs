@@ -212,6 +212,10 @@ impl Conn {
             }
         }
         let Some(handler) = self.server.procedures.get(&request.procedure).cloned() else {
+            if self.server.rpc_hook().is_some() {
+                self.forward_rpc(cid, request);
+                return;
+            }
             crate::metrics::unknown_procedure();
             let e = ErrorPayload::new(
                 names::NO_SUCH_PROCEDURE,
@@ -237,6 +241,28 @@ impl Conn {
                 Err(e) => outbound::reply_error(&cid, &e),
             };
             shared.reply(frame);
+        });
+    }
+
+    /// An invoke no procedure serves, forwarded to the backend's RPC hook
+    /// in a task of its own (it counts as a running procedure).
+    fn forward_rpc(&mut self, cid: Cid, request: InvokeRequest) {
+        let socket = self.socket.clone();
+        let server = self.server.clone();
+        let running = self.shared.procedure_started();
+        self.server.tasks.spawn(async move {
+            let _running = running;
+            let frame = match server
+                .forward_rpc(&socket, request.procedure, request.data)
+                .await
+            {
+                Ok(None) => outbound::ack(&cid),
+                Ok(Some(v)) => outbound::reply(&cid, &v).unwrap_or_else(|e| {
+                    outbound::reply_error(&cid, &ErrorPayload::new(names::INTERNAL, e.to_string()))
+                }),
+                Err(e) => outbound::reply_error(&cid, &e),
+            };
+            socket.0.reply(frame);
         });
     }
 

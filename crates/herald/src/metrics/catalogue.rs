@@ -3,7 +3,7 @@
 //! Kept apart from the recording functions so that the whole list reads in
 //! one place (docs/operations.md mirrors it).
 
-use ::metrics::{Unit, describe_counter, describe_gauge};
+use ::metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// What a metric is (its Prometheus type).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +98,8 @@ pub mod names {
     /// Publications on a history channel delivered twice by the broker and
     /// dropped.
     pub const HISTORY_DUPLICATES_DROPPED: &str = "herald_history_duplicates_dropped_total";
+    /// Backend hook calls, by hook and outcome.
+    pub const HOOK_DURATION: &str = "herald_hook_duration_seconds";
 }
 
 use names::*;
@@ -280,6 +282,12 @@ pub const CATALOGUE: &[Metric] = &[
         &[],
         "Publications on a history channel the broker delivered twice; the second was dropped.",
     ),
+    Metric {
+        name: HOOK_DURATION,
+        kind: Kind::Histogram,
+        labels: &["hook", "outcome"],
+        help: "Seconds a backend hook call took, by hook (connect, refresh, subscribe, publish, rpc) and outcome (allow, deny, timeout, error, overloaded).",
+    },
 ];
 
 /// Describes every metric of the [`CATALOGUE`] to the installed recorder
@@ -298,7 +306,8 @@ pub fn describe() {
             (Kind::Gauge, _) => describe_gauge!(m.name, m.help),
             // Herald's own histogram (see `latency`): described where it is
             // rendered.
-            (Kind::Histogram, _) => {}
+            (Kind::Histogram, _) if m.name == PUBLISH_WRITE_LATENCY => {}
+            (Kind::Histogram, _) => describe_histogram!(m.name, Unit::Seconds, m.help),
         }
     }
 }

@@ -39,7 +39,7 @@ pub(crate) use hot::ServerMetrics;
 pub use latency::{LatencySnapshot, publish_write_latency};
 pub use prometheus::{MetricsError, Prometheus};
 
-use ::metrics::{counter, gauge};
+use ::metrics::{counter, gauge, histogram};
 
 use names::*;
 
@@ -74,6 +74,8 @@ pub enum Refusal {
     Malformed,
     /// Handshake middleware refused it.
     HandshakeMiddleware,
+    /// The backend's connect hook refused it (or failed, denying).
+    ConnectHook,
 }
 
 impl Refusal {
@@ -93,6 +95,7 @@ impl Refusal {
             Refusal::MessageBeforeHandshake => "message_before_handshake",
             Refusal::Malformed => "malformed",
             Refusal::HandshakeMiddleware => "handshake_middleware",
+            Refusal::ConnectHook => "connect_hook",
         }
     }
 }
@@ -283,6 +286,45 @@ pub(crate) fn recovery(recovered: bool) {
 /// A publication delivered twice by the broker was dropped.
 pub(crate) fn history_duplicate() {
     counter!(HISTORY_DUPLICATES_DROPPED).increment(1);
+}
+
+// --- hooks ---------------------------------------------------------------------
+
+/// How a backend hook call ended (label `outcome` of
+/// `herald_hook_duration_seconds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum HookOutcome {
+    /// The backend allowed the request.
+    Allow,
+    /// The backend refused it (`error`).
+    Deny,
+    /// No answer within the timeout.
+    Timeout,
+    /// Unreachable, not a 2xx, not a hook reply.
+    Error,
+    /// Over the node's or the socket's bound (not sent).
+    Overloaded,
+}
+
+impl HookOutcome {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            HookOutcome::Allow => "allow",
+            HookOutcome::Deny => "deny",
+            HookOutcome::Timeout => "timeout",
+            HookOutcome::Error => "error",
+            HookOutcome::Overloaded => "overloaded",
+        }
+    }
+}
+
+/// A hook call of kind `hook` (`connect`, `refresh`, `subscribe`,
+/// `publish`, `rpc`) took `elapsed` and ended with `outcome`.
+pub(crate) fn hook_called(hook: &'static str, outcome: HookOutcome, elapsed: std::time::Duration) {
+    histogram!(HOOK_DURATION, "hook" => hook, "outcome" => outcome.label())
+        .record(elapsed.as_secs_f64());
 }
 
 // --- brokers (for `Broker` implementations) ---------------------------------------

@@ -13,10 +13,10 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{StatusCode, header};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::latency::publish_write_latency;
-use super::names::PUBLISH_WRITE_LATENCY;
+use super::names::{HOOK_DURATION, PUBLISH_WRITE_LATENCY};
 use super::{CATALOGUE, describe};
 
 /// Why the Prometheus recorder could not be installed.
@@ -42,6 +42,12 @@ impl std::fmt::Debug for Prometheus {
 
 static INSTALLED: Mutex<Option<Prometheus>> = Mutex::new(None);
 
+/// Bucket bounds of `herald_hook_duration_seconds`, in seconds: a hook
+/// takes milliseconds to its timeout (1 s by default).
+const HOOK_BOUNDS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 /// How often histograms recorded through the facade (by the application;
 /// Herald records none) are drained when nobody scrapes.
 const UPKEEP: Duration = Duration::from_secs(5);
@@ -62,6 +68,10 @@ impl Prometheus {
             return Ok(p.clone());
         }
         let handle = PrometheusBuilder::new()
+            // Buckets, not the exporter's default summary: they aggregate
+            // across nodes.
+            .set_buckets_for_metric(Matcher::Full(HOOK_DURATION.to_owned()), &HOOK_BOUNDS)
+            .expect("the bucket list is not empty")
             .install_recorder()
             .map_err(|_| MetricsError::RecorderInstalled)?;
         describe();

@@ -54,6 +54,7 @@ fn label_values_are_snake_case() {
         Refusal::MessageBeforeHandshake,
         Refusal::Malformed,
         Refusal::HandshakeMiddleware,
+        Refusal::ConnectHook,
     ];
     let limits = [
         Limit::MessageSize,
