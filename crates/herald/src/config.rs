@@ -136,6 +136,22 @@ pub struct Config {
     /// subscribe and publish hooks are per namespace, in
     /// [`ChannelOptions`]). Default: none.
     pub hooks: HooksConfig,
+    /// What an invoke of a procedure that nothing serves gets. Default
+    /// [`UnknownProcedures::Error`].
+    pub unknown_procedures: UnknownProcedures,
+}
+
+/// What an invoke of a procedure that no handler serves gets. Either way it
+/// is counted in `herald_unknown_procedures_total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownProcedures {
+    /// A `NoSuchProcedureError` reply naming the procedure.
+    #[default]
+    Error,
+    /// No reply at all, as socketcluster-server does: the client's call
+    /// times out. For applications written against that behaviour.
+    Ignore,
 }
 
 impl Default for Config {
@@ -173,6 +189,7 @@ impl Default for Config {
             unknown_namespaces: UnknownNamespaces::Plain,
             presence_ttl: Duration::from_secs(30),
             hooks: HooksConfig::default(),
+            unknown_procedures: UnknownProcedures::Error,
         }
     }
 }
