@@ -7,6 +7,7 @@ use herald::{ChannelOptions, Rule, UnknownNamespaces};
 use serde::Deserialize;
 
 use super::de::{rule, unknown_namespaces};
+use super::hooks::HookSpec;
 
 /// The options a namespace table may set (every key optional; see
 /// [`herald::ChannelOptions`] for the defaults).
@@ -30,6 +31,10 @@ pub struct NamespaceSection {
     /// Who may publish: `any`, `authenticated` or `none`.
     #[serde(default, deserialize_with = "rule")]
     pub publish: Option<Rule>,
+    /// The backend hook asked about each client subscribe.
+    pub subscribe_hook: Option<HookSpec>,
+    /// The backend hook asked about each client publication.
+    pub publish_hook: Option<HookSpec>,
 }
 
 /// `[channels]`: the options of channels without a namespace, and what a
@@ -61,6 +66,8 @@ impl NamespaceSection {
             subscribe,
             publish
         );
+        o.subscribe_hook = self.subscribe_hook.as_ref().map(|h| h.0.clone());
+        o.publish_hook = self.publish_hook.as_ref().map(|h| h.0.clone());
         o
     }
 }

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::channels::{ChannelsSection, NamespaceSection};
 use super::de::{one_or_many, unknown_procedures};
+use super::hooks::HooksSection;
 
 /// The contents of a config file.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -99,6 +100,9 @@ pub struct FileConfig {
     /// (default) or `ignore`.
     #[serde(default, deserialize_with = "unknown_procedures")]
     pub unknown_procedures: Option<herald::UnknownProcedures>,
+    /// `[hooks]`: the backend hooks (connect, refresh, RPC) and their
+    /// timeout, failure outcome, secret and bounds.
+    pub hooks: Option<HooksSection>,
     /// `[channels]`: options of channels without a namespace.
     pub channels: Option<ChannelsSection>,
     /// `[namespaces.NAME]`: options of the channels `NAME:...`.
@@ -140,6 +144,9 @@ impl FileConfig {
             presence_ttl,
             unknown_procedures
         );
+        if let Some(hooks) = &self.hooks {
+            hooks.apply(&mut config.hooks);
+        }
         if let Some(channels) = &self.channels {
             config.channels = channels.options.options();
             if let Some(u) = channels.unknown_namespaces {

@@ -4,13 +4,14 @@
 //! Every key is optional; an unknown key is an error that names it, so a
 //! typo never silently falls back to a default. One module per concern:
 //! `file` is the top-level schema, `channels` the channel and namespace
-//! tables, `de` the shared value deserializers, `resolve` merges the file
+//! tables, `hooks` the `[hooks]` table and the channel hook keys, `de` the shared value deserializers, `resolve` merges the file
 //! with the command line into the settings of a run. See
 //! docs/configuration.md for the reference.
 
 mod channels;
 mod de;
 mod file;
+mod hooks;
 mod resolve;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ use anyhow::Context as _;
 
 pub use channels::{ChannelsSection, NamespaceSection};
 pub use file::FileConfig;
+pub use hooks::{HookSpec, HooksSection};
 pub use resolve::{ServeSettings, resolve};
 
 impl FileConfig {
@@ -39,6 +41,7 @@ impl FileConfig {
             .channels
             .validate("[channels]")
             .map_err(anyhow::Error::msg)?;
+        config.hooks.validate().map_err(anyhow::Error::msg)?;
         for (name, options) in &config.namespaces {
             if !herald::namespace::valid_namespace_name(name) {
                 anyhow::bail!(
@@ -58,6 +61,75 @@ mod tests {
     use super::*;
     use herald::{Rule, UnknownNamespaces};
     use std::time::Duration;
+
+    #[test]
+    fn hooks_keys() {
+        let c = FileConfig::parse(
+            r#"
+            [hooks]
+            connect = "http://127.0.0.1:5000/connect"
+            refresh = { url = "http://127.0.0.1:5000/refresh", timeout = "3s" }
+            rpc = { url = "https://backend.example/rpc", on_failure = "allow" }
+            timeout = "750ms"
+            on_failure = "allow"
+            secret = "s3cret"
+            max_concurrent = 50
+            max_concurrent_per_socket = 2
+            refresh_before = "2m"
+            refresh_grace = "30s"
+            refresh_retry = "1s"
+            forward_headers = ["Cookie", "x-request-id"]
+
+            [namespaces.chat]
+            subscribe_hook = "http://127.0.0.1:5000/subscribe"
+            publish_hook = { url = "http://127.0.0.1:5000/publish", on_failure = "deny" }
+            "#,
+        )
+        .unwrap();
+        let mut config = herald::Config::default();
+        c.apply(&mut config);
+        let h = &config.hooks;
+        assert_eq!(
+            h.connect.as_ref().unwrap().url,
+            "http://127.0.0.1:5000/connect"
+        );
+        assert_eq!(
+            h.refresh.as_ref().unwrap().timeout,
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            h.rpc.as_ref().unwrap().on_failure,
+            Some(herald::OnFailure::Allow)
+        );
+        assert_eq!(h.timeout, Duration::from_millis(750));
+        assert_eq!(h.on_failure, herald::OnFailure::Allow);
+        assert_eq!(h.secret.as_deref(), Some("s3cret"));
+        assert_eq!((h.max_concurrent, h.max_concurrent_per_socket), (50, 2));
+        assert_eq!(h.refresh_before, Duration::from_secs(120));
+        assert_eq!(h.refresh_grace, Duration::from_secs(30));
+        assert_eq!(h.refresh_retry, Duration::from_secs(1));
+        assert_eq!(h.forward_headers, ["cookie", "x-request-id"]);
+        let chat = &config.namespaces["chat"];
+        assert!(chat.subscribe_hook.is_some());
+        assert_eq!(
+            chat.publish_hook.as_ref().unwrap().on_failure,
+            Some(herald::OnFailure::Deny)
+        );
+        for (text, needle) in [
+            ("[hooks]\nconnect = \"ftp://x/\"", "[hooks] connect"),
+            ("[hooks]\non_failure = \"maybe\"", "maybe"),
+            ("[hooks]\nconect = \"http://x/\"", "conect"),
+            ("[hooks]\nrpc = { url = \"http://x/\", retries = 3 }", "rpc"),
+            ("[hooks]\ntimeout = \"0s\"", "timeout"),
+            (
+                "[namespaces.chat]\nsubscribe_hook = \"nope\"",
+                "subscribe_hook",
+            ),
+        ] {
+            let err = format!("{:#}", FileConfig::parse(text).unwrap_err());
+            assert!(err.contains(needle), "{text:?}: {err}");
+        }
+    }
 
     #[test]
     fn parses_every_key() {

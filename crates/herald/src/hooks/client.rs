@@ -88,13 +88,13 @@ pub(crate) struct HookClient {
 
 impl HookClient {
     pub(crate) fn new(config: HooksConfig) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .pool_idle_timeout(Duration::from_secs(30))
+        // The timeout is per call (each hook may have its own), around the
+        // whole exchange: see `call_bounded`.
+        let http = crate::http_client::builder()
+            .map_err(|e| e.to_string())?
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .connect_timeout(config.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("herald/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| format!("cannot build the hooks' HTTP client: {e}"))?;
         Ok(Self {

@@ -74,7 +74,7 @@ impl ServerInner {
         if let Some(refusal) = reply.refusal() {
             return Err(refusal);
         }
-        let token = match self.token_from_reply(&reply, true) {
+        let token = match self.token_from_reply(&reply, true).await {
             Ok(token) => token,
             Err(e) => {
                 tracing::warn!(socket = %socket.id(), error = %e, "connect hook");

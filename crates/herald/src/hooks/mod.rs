@@ -52,7 +52,7 @@ pub use wire::{DENIED, FAILED, HookKind, OVERLOADED, TIMEOUT};
 pub(crate) use client::{HookClient, HookFailure};
 pub(crate) use wire::HookReply;
 
-use crate::auth::{Claims, expiry_of};
+use crate::auth::Claims;
 use crate::config::Config;
 use crate::server::ServerInner;
 use crate::socket::{AuthState, Outbound, SocketShared};
@@ -88,13 +88,13 @@ impl ServerInner {
     /// any token), else `claims` (signed here), else, where `user` is
     /// allowed (connect), `user` and `info` as claims. `None` when the
     /// answer gives none.
-    pub(crate) fn token_from_reply(
+    pub(crate) async fn token_from_reply(
         &self,
         reply: &HookReply,
         allow_user: bool,
     ) -> Result<Option<(String, Claims)>, HookFailure> {
         if let Some(token) = &reply.token {
-            let claims = self.auth.verify(token).map_err(|e| {
+            let claims = self.verify_token(token).await.map_err(|e| {
                 HookFailure::Failed(format!(
                     "the token it returned does not verify: {}",
                     e.payload
@@ -126,7 +126,7 @@ impl ServerInner {
 pub(crate) fn adopt_token(shared: &Arc<SocketShared>, signed: String, claims: Claims) {
     let frame = outbound::set_auth_token(&signed);
     shared.set_auth(Some(AuthState {
-        expiry: expiry_of(&claims),
+        expiry: shared.server.auth.session_expiry(&claims),
         claims: Arc::new(claims),
         signed: Arc::from(signed),
     }));

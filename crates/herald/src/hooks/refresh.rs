@@ -215,7 +215,7 @@ async fn attempt(server: Arc<ServerInner>, entry: Entry) {
             set_expiry(&socket, &entry, entry.exp);
             return;
         }
-        Ok(reply) => match server.token_from_reply(&reply, false) {
+        Ok(reply) => match server.token_from_reply(&reply, false).await {
             Ok(Some((signed, claims))) => {
                 if holds(&socket) {
                     adopt_token(&socket.0, signed, claims);

@@ -46,7 +46,7 @@ impl ServerInner {
         if let Some(refusal) = reply.refusal() {
             return Err(refusal);
         }
-        match self.token_from_reply(&reply, false) {
+        match self.token_from_reply(&reply, false).await {
             Ok(Some((signed, claims))) => adopt_token(&socket.0, signed, claims),
             Ok(None) => {}
             Err(e) => {
