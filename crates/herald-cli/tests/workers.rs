@@ -451,26 +451,38 @@ async fn a_killed_worker_is_restarted_and_serves_again() {
 
 #[tokio::test]
 async fn several_workers_without_a_broker_are_refused_with_the_reason() {
-    for extra in [&[][..], &["--broker", "memory"][..]] {
-        let out = within(
-            "herald to exit",
-            Command::new(BIN)
-                .args(["serve", "--listen", "127.0.0.1:0", "--workers", "2"])
-                .args(extra)
-                .env_remove("HERALD_BROKER")
-                .env_remove("HERALD_WORKERS")
-                .stdin(Stdio::null())
-                .output(),
-        )
-        .await
-        .expect("run herald");
-        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+    // From the flag, the environment and the config file alike.
+    let config = std::env::temp_dir().join(format!("herald-workers-{:x}.toml", random_suffix()));
+    std::fs::write(&config, "workers = 2\n").unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let cases: [(&[&str], Option<&str>); 4] = [
+        (&["--workers", "2"], None),
+        (&["--workers", "2", "--broker", "memory"], None),
+        (&[], Some("2")),
+        (&["--config", &config], None),
+    ];
+    for (args, env) in cases {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("HERALD_BROKER")
+            .env_remove("HERALD_WORKERS")
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null());
+        if let Some(n) = env {
+            cmd.env("HERALD_WORKERS", n);
+        }
+        let out = within("herald to exit", cmd.output())
+            .await
+            .expect("run herald");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             stderr.contains("--workers 2 needs a broker")
                 && stderr.contains("does not cross processes"),
-            "{stderr}"
+            "{args:?}: {stderr}"
         );
         assert!(out.stdout.is_empty(), "no ready line");
     }
+    let _ = std::fs::remove_file(&config);
 }

@@ -90,7 +90,7 @@ pub use broker::{
     Publication, SinkEvent, StreamPosition,
 };
 pub use cluster::{NodeInfo, Users};
-pub use config::Config;
+pub use config::{Config, UnknownProcedures};
 pub use handler::{Message, Request};
 pub use herald_protocol as protocol;
 pub use herald_protocol::ErrorPayload;
