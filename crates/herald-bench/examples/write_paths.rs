@@ -51,7 +51,11 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     frames: usize,
     /// Modes to run (comma-separated): writev, cork, writes-corked, io_uring.
-    #[arg(long, value_delimiter = ',', default_value = "writev,cork,io_uring,writev")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "writev,cork,io_uring,writev"
+    )]
     modes: Vec<String>,
 }
 
