@@ -86,6 +86,7 @@ mod publish;
 mod queue;
 mod reads;
 mod registry;
+mod scratch;
 mod serve;
 pub mod server;
 pub mod socket;

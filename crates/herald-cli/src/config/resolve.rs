@@ -28,6 +28,10 @@ pub struct ServeSettings {
     pub max_auth_token: Option<usize>,
     /// Certificate chain and key files, when serving TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Worker processes (1: this process serves; more: it supervises them).
+    pub workers: usize,
+    /// Base address of each worker's own status listener.
+    pub worker_status_listen: Option<SocketAddr>,
 }
 
 /// Merges flags, config file and defaults.
@@ -88,5 +92,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         auth_issuer: file.auth_issuer.clone().unwrap_or_default(),
         max_auth_token: file.max_auth_token,
         tls,
+        workers: args.workers.or(file.workers).unwrap_or(1),
+        worker_status_listen: args.worker_status_listen.or(file.worker_status_listen),
     })
 }
