@@ -34,6 +34,10 @@ pub const NOT_KEYS: &[&str] = &[
     "HERALD_FUZZ_SEED",
 ];
 
+/// Prefixes of `HERALD_` variables that are not config keys: what a
+/// `--workers` supervisor hands its workers.
+pub const NOT_KEY_PREFIXES: &[&str] = &["HERALD_SUPERVISED_"];
+
 /// The variable of a key (a dotted path; `NAME` stands for a map entry's
 /// name and is written `<NAME>`).
 pub fn env_name(key: &str) -> String {
@@ -71,7 +75,11 @@ pub fn env_layer(
     let mut out = EnvLayer::default();
     let mut vars: Vec<_> = vars
         .into_iter()
-        .filter(|(k, _)| k.starts_with(PREFIX) && !NOT_KEYS.contains(&k.as_str()))
+        .filter(|(k, _)| {
+            k.starts_with(PREFIX)
+                && !NOT_KEYS.contains(&k.as_str())
+                && !NOT_KEY_PREFIXES.iter().any(|p| k.starts_with(p))
+        })
         .collect();
     vars.sort();
     for (var, raw) in vars {

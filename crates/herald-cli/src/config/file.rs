@@ -169,6 +169,13 @@ pub struct FileConfig {
     /// PEM private key of `tls_cert`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_key: Option<PathBuf>,
+    /// Worker processes sharing the listen port (see `--workers`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<usize>,
+    /// Base address of each worker's own status listener (see
+    /// `--worker-status-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker_status_listen: Option<SocketAddr>,
     /// What an invoke of a procedure nothing serves gets: `error`
     /// (default) or `ignore`.
     #[serde(

@@ -48,6 +48,7 @@ pub fn effective(resolved: &Resolved) -> toml::Table {
     file.broker = Some(s.broker.clone());
     file.log_format = Some(s.log_format);
     file.dev = Some(s.dev);
+    file.workers = Some(s.workers);
     file.max_auth_token = Some(
         s.max_auth_token
             .unwrap_or(herald::auth::DEFAULT_MAX_TOKEN_LEN),

@@ -43,6 +43,10 @@ pub struct ServeSettings {
     pub log_format: LogFormat,
     /// Development mode (`--dev`).
     pub dev: bool,
+    /// Worker processes (1: this process serves; more: it supervises them).
+    pub workers: usize,
+    /// Base address of each worker's own status listener.
+    pub worker_status_listen: Option<SocketAddr>,
 }
 
 /// A configuration read from every layer.
@@ -187,6 +191,8 @@ fn flags_layer(args: &ServeArgs) -> Layer {
         tls_cert: args.tls_cert.clone(),
         tls_key: args.tls_key.clone(),
         dev: args.dev.then_some(true),
+        workers: args.workers,
+        worker_status_listen: args.worker_status_listen,
         ..FileConfig::default()
     };
     let mut layer = Layer::default();
@@ -254,6 +260,8 @@ fn settings(file: &FileConfig, layer: &Layer) -> Result<ServeSettings, Vec<Confi
         tls,
         log_format: file.log_format.unwrap_or_default(),
         dev: file.dev.unwrap_or(false),
+        workers: file.workers.unwrap_or(1),
+        worker_status_listen: file.worker_status_listen,
     })
 }
 
