@@ -83,6 +83,7 @@ mod publish;
 mod queue;
 mod reads;
 mod registry;
+mod scratch;
 mod serve;
 pub mod server;
 pub mod socket;
