@@ -39,10 +39,13 @@
 //! * [`socket`]: the [`Socket`] handle given to handlers and middleware.
 //! * [`handler`]: procedures ([`Request`]) and receivers ([`Message`]).
 //! * [`middleware`]: [`Middleware`] and [`PublishOutMiddleware`].
+//! * [`api`]: the HTTP server API for backends (`POST /api/<method>`),
+//!   behind an API key ([`Server::api_router`]).
 //! * [`auth`]: [`AuthEngine`], signing and verifying JWTs.
 //! * [`broker`]: the [`Broker`] trait and the in-process [`MemoryBroker`].
-//! * [`cluster`]: messages to users on every node ([`Users`]), node
-//!   announcements ([`NodeInfo`]).
+//! * [`cluster`]: operations on users' sockets on every node ([`Users`]),
+//!   node announcements ([`NodeInfo`]), cluster-wide queries
+//!   ([`Server::cluster_channels`]).
 //! * [`config`]: [`Config`], every timing and limit.
 //! * [`metrics`]: every metric's name and description, and `GET /metrics`
 //!   ([`metrics::Prometheus`]).
@@ -62,6 +65,7 @@
 #![warn(missing_docs)]
 
 mod admission;
+pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod cluster;
@@ -89,7 +93,7 @@ pub use broker::{
     Broker, BrokerError, BrokerSink, BrokerStatus, HistoryPage, HistoryQuery, MemoryBroker,
     Publication, SinkEvent, StreamPosition,
 };
-pub use cluster::{NodeInfo, Users};
+pub use cluster::{ChannelCount, ClusterChannels, NodeInfo, Users};
 pub use config::Config;
 pub use handler::{Message, Request};
 pub use herald_protocol as protocol;
