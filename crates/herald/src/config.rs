@@ -131,6 +131,22 @@ pub struct Config {
     /// refreshes its own entries every third of it, so the entries of a
     /// node that died vanish within this bound. Default 30 s.
     pub presence_ttl: Duration,
+    /// What an invoke of a procedure that nothing serves gets. Default
+    /// [`UnknownProcedures::Error`].
+    pub unknown_procedures: UnknownProcedures,
+}
+
+/// What an invoke of a procedure that no handler serves gets. Either way it
+/// is counted in `herald_unknown_procedures_total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownProcedures {
+    /// A `NoSuchProcedureError` reply naming the procedure.
+    #[default]
+    Error,
+    /// No reply at all, as socketcluster-server does: the client's call
+    /// times out. For applications written against that behaviour.
+    Ignore,
 }
 
 impl Default for Config {
@@ -167,6 +183,7 @@ impl Default for Config {
             namespaces: BTreeMap::new(),
             unknown_namespaces: UnknownNamespaces::Plain,
             presence_ttl: Duration::from_secs(30),
+            unknown_procedures: UnknownProcedures::Error,
         }
     }
 }

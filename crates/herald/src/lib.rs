@@ -94,7 +94,7 @@ pub use broker::{
     Publication, SinkEvent, StreamPosition,
 };
 pub use cluster::{ChannelCount, ClusterChannels, NodeInfo, Users};
-pub use config::Config;
+pub use config::{Config, UnknownProcedures};
 pub use handler::{Message, Request};
 pub use herald_protocol as protocol;
 pub use herald_protocol::ErrorPayload;

@@ -26,7 +26,7 @@ use crate::broker::{
     Broker, ClientInfo, HistoryPage, HistoryQuery, MemoryBroker, PresenceStats, StreamPosition,
 };
 use crate::cluster::{self, Cluster, NodeInfo, Users};
-use crate::config::Config;
+use crate::config::{Config, UnknownProcedures};
 use crate::handler::{self, BoxProcedure, BoxReceiver, Message, Request};
 use crate::metrics::ServerMetrics;
 use crate::middleware::{Middleware, PublishOutMiddleware};
@@ -176,6 +176,14 @@ impl ServerBuilder {
     /// (default: a plain channel).
     pub fn unknown_namespaces(mut self, policy: UnknownNamespaces) -> Self {
         self.config.unknown_namespaces = policy;
+        self
+    }
+
+    /// What an invoke of a procedure that nothing serves gets (default
+    /// [`UnknownProcedures::Error`]: a `NoSuchProcedureError` reply;
+    /// [`UnknownProcedures::Ignore`]: no reply, as socketcluster-server).
+    pub fn unknown_procedures(mut self, policy: UnknownProcedures) -> Self {
+        self.config.unknown_procedures = policy;
         self
     }
 
