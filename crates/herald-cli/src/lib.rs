@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// tokens do not survive a restart.
     #[arg(long, env = "HERALD_AUTH_SECRET", hide_env_values = true)]
     pub auth_secret: Option<String>,
+    /// Key of the HTTP server API (`POST /api/...`, see docs/api.md);
+    /// without one the API is off.
+    #[arg(long, env = "HERALD_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
     /// Config file (TOML); see docs/configuration.md.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -215,11 +219,14 @@ pub async fn serve(
     let server = customize(builder)
         .try_build()
         .context("invalid configuration")?;
-    let routes = if args.dev {
+    let mut routes = if args.dev {
         dev::router(&server)
     } else {
         axum::Router::new()
     };
+    if let Some(api) = settings.api.clone() {
+        routes = routes.merge(server.api_router(api));
+    }
     let listener = herald::Server::bind(settings.listen)
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
@@ -245,6 +252,12 @@ pub async fn serve(
         let web = if tls.is_some() { "https" } else { "http" };
         // Without an auth secret the server signs with a random one (it warns).
         tracing::info!("dev mode: open {web}://{addr}/ for the demo chat (log in as any name)");
+    }
+    if settings.api.is_some() {
+        let web = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("HTTP API on {web}://{addr}/api/ (see docs/api.md)");
+    } else {
+        tracing::info!("HTTP API off: no api_key");
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

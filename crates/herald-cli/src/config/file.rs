@@ -99,6 +99,10 @@ pub struct FileConfig {
     /// (default) or `ignore`.
     #[serde(default, deserialize_with = "unknown_procedures")]
     pub unknown_procedures: Option<herald::UnknownProcedures>,
+    /// The HTTP API's key (see `api`); without one the API is off.
+    pub api_key: Option<String>,
+    /// Largest HTTP API request body, bytes.
+    pub api_max_body: Option<usize>,
     /// `[channels]`: options of channels without a namespace.
     pub channels: Option<ChannelsSection>,
     /// `[namespaces.NAME]`: options of the channels `NAME:...`.

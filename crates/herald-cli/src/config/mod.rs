@@ -4,10 +4,12 @@
 //! Every key is optional; an unknown key is an error that names it, so a
 //! typo never silently falls back to a default. One module per concern:
 //! `file` is the top-level schema, `channels` the channel and namespace
-//! tables, `de` the shared value deserializers, `resolve` merges the file
+//! tables, `api` the HTTP API's key and limits, `de` the shared value
+//! deserializers, `resolve` merges the file
 //! with the command line into the settings of a run. See
 //! docs/configuration.md for the reference.
 
+mod api;
 mod channels;
 mod de;
 mod file;

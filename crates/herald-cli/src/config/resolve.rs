@@ -28,6 +28,8 @@ pub struct ServeSettings {
     pub max_auth_token: Option<usize>,
     /// Certificate chain and key files, when serving TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The HTTP API, when it has a key.
+    pub api: Option<herald::api::ApiOptions>,
 }
 
 /// Merges flags, config file and defaults.
@@ -78,6 +80,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         (Some(_), None) => anyhow::bail!("--tls-cert (tls_cert) needs --tls-key (tls_key)"),
         (None, Some(_)) => anyhow::bail!("--tls-key (tls_key) needs --tls-cert (tls_cert)"),
     };
+    let api = super::api::resolve(args, &file)?;
     Ok(ServeSettings {
         listen,
         config,
@@ -88,5 +91,6 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         auth_issuer: file.auth_issuer.clone().unwrap_or_default(),
         max_auth_token: file.max_auth_token,
         tls,
+        api,
     })
 }

@@ -76,6 +76,11 @@ impl ApiOptions {
         }
     }
 
+    /// The key the API checks.
+    pub fn key(&self) -> &ApiKey {
+        &self.key
+    }
+
     /// The largest request body, in bytes (default 1 MiB); a larger one is
     /// refused with 413 before it is read further.
     pub fn max_body(mut self, bytes: usize) -> Self {
