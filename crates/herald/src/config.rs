@@ -114,6 +114,11 @@ pub struct Config {
     /// The token claim naming the user a socket is authenticated as, for
     /// messages addressed to a user ([`crate::Server::users`]). Default `sub`.
     pub user_claim: String,
+    /// The token claim listing channels the server subscribes the socket
+    /// to when it authenticates (server-side subscriptions, e.g. a
+    /// personal channel per user); see docs/protocol.md, "Claims". Empty:
+    /// off. Default `channels`.
+    pub channels_claim: String,
     /// Interval between this node's announcements to the cluster; a node
     /// missing three is considered gone. Default 5 s.
     pub announce_interval: Duration,
@@ -178,6 +183,7 @@ impl Default for Config {
             allow_client_publish: true,
             write_timeout: Duration::from_secs(10),
             user_claim: "sub".to_owned(),
+            channels_claim: "channels".to_owned(),
             announce_interval: Duration::from_secs(5),
             channels: ChannelOptions::default(),
             namespaces: BTreeMap::new(),

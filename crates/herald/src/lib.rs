@@ -41,7 +41,10 @@
 //! * [`middleware`]: [`Middleware`] and [`PublishOutMiddleware`].
 //! * [`api`]: the HTTP server API for backends (`POST /api/<method>`),
 //!   behind an API key ([`Server::api_router`]).
-//! * [`auth`]: [`AuthEngine`], signing and verifying JWTs.
+//! * [`auth`]: [`AuthEngine`], its [`Key`]s and JWKS ([`JwksOptions`]),
+//!   signing and verifying JWTs, the claims Herald reads.
+//! * `grants` (internal): server-side subscriptions from the token's
+//!   channels claim.
 //! * [`broker`]: the [`Broker`] trait and the in-process [`MemoryBroker`].
 //! * [`cluster`]: operations on users' sockets on every node ([`Users`]),
 //!   node announcements ([`NodeInfo`]), cluster-wide queries
@@ -60,6 +63,8 @@
 //! * `connection` (internal): the per-socket task.
 //! * [`tls`]: [`TlsConfig`], `wss://` on the server's own port.
 //! * `transport` (internal): the HTTP upgrade and WebSocket codec.
+//! * `http_client` (internal): the pooled HTTP client of outbound requests
+//!   (JWKS, hooks).
 //! * `status` (internal): `/herald/health`, `/herald/ready`, `/herald/info`.
 
 #![warn(missing_docs)]
@@ -71,7 +76,9 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 mod connection;
+mod grants;
 pub mod handler;
+mod http_client;
 pub mod metrics;
 pub mod middleware;
 pub mod namespace;
@@ -88,7 +95,7 @@ mod subscribe;
 pub mod tls;
 mod transport;
 
-pub use auth::{AuthEngine, AuthError, Claims};
+pub use auth::{AuthEngine, AuthError, Claims, JwksError, JwksOptions, Key, TokenError};
 pub use broker::{
     Broker, BrokerError, BrokerSink, BrokerStatus, HistoryPage, HistoryQuery, MemoryBroker,
     Publication, SinkEvent, StreamPosition,

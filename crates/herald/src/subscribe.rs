@@ -39,10 +39,11 @@ use crate::server::ServerInner;
 use crate::socket::{Outbound, Socket, SubscribeEnd};
 
 impl ServerInner {
-    /// Whether `socket` may subscribe to `channel` (name, namespace, rule,
-    /// middleware): the check of a subscribe and of history and presence
-    /// reads. A socket already subscribed to `channel` may (whoever
-    /// subscribed it, the client or the server, was allowed to).
+    /// Whether `socket` may subscribe to `channel` (name, namespace, rule
+    /// or a grant of its token, middleware): the check of a subscribe and
+    /// of history and presence reads. A socket already subscribed to
+    /// `channel` may (whoever subscribed it, the client or the server, was
+    /// allowed to).
     pub(crate) async fn may_subscribe(
         &self,
         socket: &Socket,
@@ -54,7 +55,7 @@ impl ServerInner {
             return Ok(ns);
         }
         let rule = ns.options.subscribe;
-        if !rule.allows(socket) {
+        if !rule.allows(socket) && !crate::grants::granted(self, socket, channel) {
             return Err(forbidden(rule, "subscribe to", channel));
         }
         if !self.middleware.is_empty() {
