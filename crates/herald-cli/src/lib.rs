@@ -11,6 +11,8 @@
 pub mod brokers;
 pub mod config;
 pub mod dev;
+pub mod supervisor;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -114,6 +116,16 @@ pub struct ServeArgs {
     /// `demo:` namespace (history, recovery, presence). Never in production.
     #[arg(long)]
     pub dev: bool,
+    /// Worker processes sharing the listen port (SO_REUSEPORT), supervised
+    /// by this one (default 1: no supervisor). Above 1 needs a broker
+    /// between them (redis:// or nats://).
+    #[arg(long, env = "HERALD_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// Each worker also serves /herald/health, /herald/ready, /herald/info
+    /// and /metrics over plain HTTP on this address, its port plus the
+    /// worker's index (port 0: a free port each, logged).
+    #[arg(long, value_name = "ADDR")]
+    pub worker_status_listen: Option<SocketAddr>,
 }
 
 /// Installs the log subscriber: `RUST_LOG` (default `info`) selects the
@@ -180,7 +192,19 @@ pub async fn serve(
     args: ServeArgs,
     customize: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> anyhow::Result<()> {
-    let settings = resolve(&args)?;
+    let mut settings = resolve(&args)?;
+    let worker = worker::WorkerEnv::from_env()?;
+    match &worker {
+        None if settings.workers > 1 => {
+            let log = args.log_format.unwrap_or_default();
+            return supervisor::run(&settings, settings.workers, log).await;
+        }
+        None => supervisor::check_workers(settings.workers, &settings.broker)?,
+        Some(w) => {
+            settings.listen = w.listen;
+            settings.node_id = Some(w.node_id.clone());
+        }
+    }
     // Before the server is built: it binds its hot-path counters to the
     // recorder installed then.
     if let Err(e) = herald::metrics::Prometheus::install() {
@@ -227,9 +251,17 @@ pub async fn serve(
     if let Some(api) = settings.api.clone() {
         routes = routes.merge(server.api_router(api));
     }
-    let listener = herald::Server::bind(settings.listen)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener = match &worker {
+        Some(_) => herald::Server::bind_reuseport(settings.listen),
+        None => herald::Server::bind(settings.listen),
+    }
+    .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(base) = settings.worker_status_listen {
+        let index = worker.as_ref().map_or(0, |w| w.index);
+        let status = worker::spawn_status(&server, worker::status_addr(base, index)?).await?;
+        tracing::info!("status routes and /metrics of worker {index} on http://{status}");
+    }
     let open = |o: &herald::ChannelOptions| {
         o.subscribe == herald::Rule::Any && o.publish == herald::Rule::Any
     };

@@ -87,6 +87,7 @@ mod publish;
 mod queue;
 mod reads;
 mod registry;
+mod scratch;
 mod serve;
 pub mod server;
 pub mod socket;

@@ -95,6 +95,11 @@ pub struct FileConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// Worker processes sharing the listen port (see `--workers`).
+    pub workers: Option<usize>,
+    /// Base address of each worker's own status listener (see
+    /// `--worker-status-listen`).
+    pub worker_status_listen: Option<SocketAddr>,
     /// What an invoke of a procedure nothing serves gets: `error`
     /// (default) or `ignore`.
     #[serde(default, deserialize_with = "unknown_procedures")]

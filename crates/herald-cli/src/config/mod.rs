@@ -196,6 +196,16 @@ mod tests {
     }
 
     #[test]
+    fn workers_and_their_status_listener() {
+        let c =
+            FileConfig::parse("workers = 4\nworker_status_listen = \"127.0.0.1:9100\"").unwrap();
+        assert_eq!(c.workers, Some(4));
+        assert_eq!(c.worker_status_listen.map(|a| a.port()), Some(9100));
+        let err = FileConfig::parse("workers = -1").unwrap_err();
+        assert!(format!("{err:#}").contains("workers"), "{err:#}");
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let err = FileConfig::parse("ping_intervall = \"1s\"").unwrap_err();
         assert!(format!("{err:#}").contains("ping_intervall"), "{err:#}");

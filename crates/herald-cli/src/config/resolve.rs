@@ -30,6 +30,10 @@ pub struct ServeSettings {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The HTTP API, when it has a key.
     pub api: Option<herald::api::ApiOptions>,
+    /// Worker processes (1: this process serves; more: it supervises them).
+    pub workers: usize,
+    /// Base address of each worker's own status listener.
+    pub worker_status_listen: Option<SocketAddr>,
 }
 
 /// Merges flags, config file and defaults.
@@ -92,5 +96,7 @@ pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
         max_auth_token: file.max_auth_token,
         tls,
         api,
+        workers: args.workers.or(file.workers).unwrap_or(1),
+        worker_status_listen: args.worker_status_listen.or(file.worker_status_listen),
     })
 }
