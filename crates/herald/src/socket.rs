@@ -522,7 +522,8 @@ impl Socket {
     /// server-side subscription): the name is checked and the channel's
     /// namespace applies (history, presence), but no subscribe rule,
     /// middleware or hook runs. Publications on the channel reach the
-    /// socket from then on; a client `#subscribe` to it later is answered
+    /// socket from then on (the client is told with `#herald/subscribed`);
+    /// a client `#subscribe` to it later is answered
     /// at once (the official `socketcluster-client` needs one to hand the
     /// publications to the application). Returns once the broker delivers
     /// the channel to this node.
@@ -530,7 +531,7 @@ impl Socket {
         if self.state() == SocketState::Closed {
             return Err(ErrorPayload::new(names::BAD_CONNECTION, "socket is closed"));
         }
-        self.0.server.subscribe_server_side(self, channel).await
+        self.0.server.subscribe_by_server(self, channel).await
     }
 
     /// Removes the socket from `channel` and tells the client

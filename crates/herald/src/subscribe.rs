@@ -12,10 +12,15 @@
 //! gap and no duplicate. On a channel with presence the socket is recorded
 //! (and, with `join_leave`, a join is published).
 //!
-//! Server-side subscriptions (a connect hook's channels, a token's
-//! `channels` claim, the HTTP API, [`crate::Socket::subscribe`]) take the
-//! same path after the name check, without rules, middleware or hooks:
-//! [`ServerInner::subscribe_server_side`].
+//! The server subscribes a socket on its own authority
+//! ([`ServerInner::subscribe_by_server`]: the HTTP API's `subscribe`, a
+//! token's channels, a connect hook's channels, `Socket::subscribe`) through the same registry, history and presence
+//! steps, without the subscribe rule and middleware, and tells the client
+//! with a `#herald/subscribed` push. A socket that holds a channel is not
+//! checked again when its client subscribes to it (or reads its history or
+//! presence): that is how a client that keeps no channel it did not ask for
+//! (the official socketcluster-client) takes over a server-side
+//! subscription.
 //!
 //! Unsubscribing (by the client, by `kick_out`, at close) goes through
 //! [`ServerInner::unsubscribe`] so that presence is always cleaned up.
@@ -36,8 +41,11 @@ use crate::socket::{Outbound, Socket, SubscribeEnd};
 
 impl ServerInner {
     /// Whether `socket` may subscribe to `channel` (name, namespace, rule
-    /// or a grant of its token, middleware, the namespace's subscribe
-    /// hook): the check of a subscribe and of history and presence reads.
+    /// or a grant of its token, middleware, the namespace's subscribe hook):
+    /// the check of a subscribe and
+    /// of history and presence reads. A socket already subscribed to
+    /// `channel` may (whoever subscribed it, the client or the server, was
+    /// allowed to).
     pub(crate) async fn may_subscribe(
         &self,
         socket: &Socket,
@@ -45,6 +53,9 @@ impl ServerInner {
         data: Option<&RawValue>,
     ) -> Result<&Arc<Resolved>, ErrorPayload> {
         let ns = self.channel_options(channel)?;
+        if socket.is_subscribed(channel) {
+            return Ok(ns);
+        }
         let rule = ns.options.subscribe;
         if !rule.allows(socket) && !crate::grants::granted(self, socket, channel) {
             return Err(forbidden(rule, "subscribe to", channel));
@@ -71,12 +82,6 @@ impl ServerInner {
     /// A client's `#subscribe`. Every outcome (reply, recovered
     /// publications) is queued on the socket, in order; a subscribe without
     /// `cid` gets no reply.
-    ///
-    /// A socket subscribed to the channel already (by an earlier
-    /// `#subscribe`, or server-side: [`ServerInner::subscribe_server_side`])
-    /// is answered without checking again: nothing changes but the reply,
-    /// which carries the stream's position on a channel with history. This
-    /// is how a client takes over a subscription the server made for it.
     pub(crate) async fn subscribe(
         &self,
         socket: &Socket,
@@ -85,63 +90,6 @@ impl ServerInner {
         data: Option<&RawValue>,
         recover: Option<StreamPosition>,
     ) {
-        let checked = if socket.is_subscribed(channel) {
-            self.channel_options(channel)
-        } else {
-            self.may_subscribe(socket, channel, data).await
-        };
-        let ns = match checked {
-            Ok(ns) => ns.clone(),
-            Err(e) => {
-                tracing::debug!(socket = %socket.id(), channel, error = %e, "subscribe refused");
-                if let Some(cid) = cid {
-                    socket.0.reply(outbound::reply_error(cid, &e));
-                }
-                return;
-            }
-        };
-        let _ = self
-            .subscribe_checked(socket, cid, channel, &ns, recover)
-            .await;
-    }
-
-    /// Subscribes `socket` to `channel` on the server's behalf: the
-    /// channel name is checked and its namespace found, but no rule,
-    /// middleware or hook applies (the server decided). This is the one
-    /// path for server-side subscriptions: channels a connect hook returns,
-    /// a token's `channels` claim, the HTTP API's subscribe. The client
-    /// receives the channel's publications from then on; the official
-    /// `socketcluster-client` hands them to the application once it
-    /// subscribes to the channel itself (answered at once: see
-    /// [`ServerInner::subscribe`]).
-    pub(crate) async fn subscribe_server_side(
-        &self,
-        socket: &Socket,
-        channel: &str,
-    ) -> Result<(), ErrorPayload> {
-        let ns = self.channel_options(channel)?.clone();
-        self.subscribe_checked(socket, None, channel, &ns, None)
-            .await?;
-        if socket.state() == crate::SocketState::Closed {
-            // The socket closed meanwhile, after its subscriptions were
-            // cleaned up: this one must not outlive it.
-            self.unsubscribe(socket, channel).await;
-        }
-        Ok(())
-    }
-
-    /// The part of a subscribe after the checks: the registry, the
-    /// channel's stream position (and recovery) on a channel with history,
-    /// presence. The reply (with `cid`) is queued on the socket in order
-    /// with the recovered publications; the result is returned as well.
-    async fn subscribe_checked(
-        &self,
-        socket: &Socket,
-        cid: Option<&Cid>,
-        channel: &str,
-        ns: &Arc<Resolved>,
-        recover: Option<StreamPosition>,
-    ) -> Result<(), ErrorPayload> {
         let reply = |result: Result<(), ErrorPayload>| -> Option<bytes::Bytes> {
             let cid = cid?;
             Some(match result {
@@ -149,16 +97,27 @@ impl ServerInner {
                 Err(e) => outbound::reply_error(cid, &e),
             })
         };
+        let ns = match self.may_subscribe(socket, channel, data).await {
+            Ok(ns) => ns.clone(),
+            Err(e) => {
+                tracing::debug!(socket = %socket.id(), channel, error = %e, "subscribe refused");
+                if let Some(frame) = reply(Err(e)) {
+                    socket.0.reply(frame);
+                }
+                return;
+            }
+        };
         tracing::trace!(socket = %socket.id(), channel, namespace = %ns.name, "subscribe");
         let Some(policy) = ns.history.clone() else {
             let result = self.registry.subscribe(&socket.0, channel).await;
-            if let Some(frame) = reply(result.clone()) {
+            let ok = result.is_ok();
+            if let Some(frame) = reply(result) {
                 socket.0.reply(frame);
             }
-            if result.is_ok() {
-                self.presence.joined(self, socket, channel, ns).await;
+            if ok {
+                self.presence.joined(self, socket, channel, &ns).await;
             }
-            return result;
+            return;
         };
 
         let name: Arc<str> = Arc::from(channel);
@@ -172,8 +131,8 @@ impl ServerInner {
             })
         };
         if let Err(e) = self.registry.subscribe(&socket.0, channel).await {
-            socket.0.enqueue(Outbound::SubscribeEnd(failed(e.clone())));
-            return Err(e);
+            socket.0.enqueue(Outbound::SubscribeEnd(failed(e)));
+            return;
         }
         let asked = recover.is_some();
         let since = recover.filter(|_| ns.options.recover);
@@ -195,8 +154,8 @@ impl ServerInner {
                     names::BROKER,
                     format!("Failed to subscribe socket to the {channel} channel - {e}"),
                 );
-                socket.0.enqueue(Outbound::SubscribeEnd(failed(e.clone())));
-                return Err(e);
+                socket.0.enqueue(Outbound::SubscribeEnd(failed(e)));
+                return;
             }
         };
         self.registry.seed(channel, &page.position);
@@ -228,7 +187,79 @@ impl ServerInner {
                 reply: frame,
                 position: Some(page.position),
             })));
-        self.presence.joined(self, socket, channel, ns).await;
+        self.presence.joined(self, socket, channel, &ns).await;
+    }
+
+    /// Subscribes `socket` to `channel` on the server's authority: the
+    /// channel's name and namespace are checked, its subscribe rule and the
+    /// subscribe middleware are not. The socket's client gets a
+    /// `#herald/subscribed` push (with the stream's position on a channel
+    /// with history, after which the live publications follow without a
+    /// gap), then the channel's publications. Nothing happens to a socket
+    /// already subscribed.
+    pub(crate) async fn subscribe_by_server(
+        &self,
+        socket: &Socket,
+        channel: &str,
+    ) -> Result<(), ErrorPayload> {
+        let ns = self.channel_options(channel)?.clone();
+        if socket.is_subscribed(channel) {
+            return Ok(());
+        }
+        let push = |position: Option<&StreamPosition>| {
+            let data = ext::ServerSubscribed {
+                channel: channel.to_owned(),
+                offset: position.map(|p| p.offset),
+                epoch: position.map(|p| p.epoch.to_string()),
+            };
+            // A channel name, a number and a string.
+            outbound::event(ext::SUBSCRIBED, Some(&data)).expect("a subscribed push encodes")
+        };
+        tracing::trace!(socket = %socket.id(), channel, namespace = %ns.name, "server-side subscribe");
+        let Some(policy) = ns.history.clone() else {
+            self.registry.subscribe(&socket.0, channel).await?;
+            socket.0.enqueue(Outbound::Frame(push(None)));
+            self.presence.joined(self, socket, channel, &ns).await;
+            return Ok(());
+        };
+        let name: Arc<str> = Arc::from(channel);
+        socket.0.enqueue(Outbound::SubscribeBegin(name.clone()));
+        let end = |position: Option<StreamPosition>, reply: Option<bytes::Bytes>| {
+            Outbound::SubscribeEnd(Box::new(SubscribeEnd {
+                channel: name.clone(),
+                recovered: Vec::new(),
+                reply,
+                position,
+            }))
+        };
+        if let Err(e) = self.registry.subscribe(&socket.0, channel).await {
+            socket.0.enqueue(end(None, None));
+            return Err(e);
+        }
+        let query = HistoryQuery {
+            since: None,
+            limit: 0,
+        };
+        let page = match self
+            .registry
+            .broker()
+            .history(channel, &policy, &query)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                self.unsubscribe(socket, channel).await;
+                socket.0.enqueue(end(None, None));
+                return Err(ErrorPayload::new(
+                    names::BROKER,
+                    format!("Failed to subscribe socket to the {channel} channel - {e}"),
+                ));
+            }
+        };
+        self.registry.seed(channel, &page.position);
+        let frame = push(Some(&page.position));
+        socket.0.enqueue(end(Some(page.position), Some(frame)));
+        self.presence.joined(self, socket, channel, &ns).await;
         Ok(())
     }
 

@@ -201,6 +201,12 @@ pub struct FileConfig {
     /// timeout, failure outcome, secret and bounds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hooks: Option<HooksSection>,
+    /// The HTTP server API's key (see `api`); without one the API is off.
+    #[serde(default, with = "de::secret", skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Largest HTTP API request body, bytes (needs `api_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_max_body: Option<usize>,
     /// `[channels]`: options of channels without a namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<ChannelsSection>,

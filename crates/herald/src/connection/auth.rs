@@ -128,7 +128,7 @@ impl Conn {
             self.send(outbound::set_auth_token(&signed));
         }
         for channel in channels {
-            if let Err(e) = server.subscribe_server_side(&self.socket, &channel).await {
+            if let Err(e) = server.subscribe_by_server(&self.socket, &channel).await {
                 tracing::warn!(socket = %self.shared.id, channel, error = %e, "cannot subscribe the socket to a channel its connect hook named");
             }
         }

@@ -72,6 +72,12 @@ impl Prometheus {
             // across nodes.
             .set_buckets_for_metric(Matcher::Full(HOOK_DURATION.to_owned()), &HOOK_BOUNDS)
             .expect("the bucket list is not empty")
+            .set_buckets_for_metric(
+                Matcher::Full(super::names::API_REQUEST_DURATION.to_owned()),
+                &super::latency::BOUNDS,
+            )
+            // Refused only for an empty list of buckets.
+            .expect("the latency bounds are not empty")
             .install_recorder()
             .map_err(|_| MetricsError::RecorderInstalled)?;
         describe();

@@ -62,6 +62,8 @@ async fn a_hook_subscribed_socket_on_one_node_receives_a_publication_from_anothe
         let mut on_a = a.connect().await;
         on_a.handshake(None).await;
         on_a.expect_event("#setAuthToken").await;
+        let subscribed = on_a.expect_event("#herald/subscribed").await;
+        assert_eq!(subscribed["data"]["channel"], "user:ada");
         within("the server-side subscription on node A", async {
             while a.server.subscriber_count("user:ada") == 0 {
                 tokio::time::sleep(Duration::from_millis(5)).await;

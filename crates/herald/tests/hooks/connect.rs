@@ -46,6 +46,9 @@ async fn allows_and_authenticates_with_user_info_and_channels() {
         let claims = token_claims(set["data"]["token"].as_str().unwrap());
         assert_eq!(claims["sub"], "ada");
         assert_eq!(claims["info"], json!({"name": "Ada"}));
+        // The server-side subscription is announced to the client.
+        let subscribed = client.expect_event("#herald/subscribed").await;
+        assert_eq!(subscribed["data"]["channel"], "private:ada");
 
         // What the backend received, and how it can trust it.
         let call = &backend.calls_of("connect")[0];
