@@ -44,7 +44,7 @@ use herald_protocol::{Cid, close, outbound};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, sleep};
+use tokio::time::{Instant, sleep_until};
 
 use crate::admission::{Admitted, Slot};
 use crate::auth::unix_now;
@@ -164,12 +164,14 @@ where
     let shared = conn.shared.clone();
     let server = conn.server.clone();
     let cfg = &server.config;
-    // A zero period would make the interval panic.
+    // One timer for the pings and the liveness deadline (the handshake
+    // timeout, then the pong timeout): it fires at the earlier of the two.
+    // Pings start with the handshake.
     let ping_interval = cfg.ping_interval.max(Duration::from_millis(1));
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let liveness = sleep(cfg.handshake_timeout);
-    tokio::pin!(liveness);
+    let mut next_ping: Option<Instant> = None;
+    let mut deadline = Instant::now() + cfg.handshake_timeout;
+    let timer = sleep_until(deadline);
+    tokio::pin!(timer);
     // The token's expiry timer, allocated for sockets whose token expires.
     let mut token_expiry: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut peer_close: Option<(u16, String)> = None;
@@ -296,31 +298,39 @@ where
                     break (code, reason, false);
                 }
             },
-            _ = ping.tick(), if handshaken => {
-                // Once per ping interval: an idle socket gives back the
-                // room its last burst left.
-                out.trim();
-                let sent = writer::bounded(cfg.write_timeout, ws.send_text(std::slice::from_ref(&PING))).await;
-                if !matches!(sent, Some(Ok(()))) {
-                    break (1006, "failed to write ping".into(), false);
-                }
-            }
-            _ = &mut liveness => {
-                if job.is_some() {
-                    // The peer is not read while its message is handled:
-                    // its silence is ours.
-                    liveness.as_mut().reset(Instant::now() + cfg.ping_timeout);
-                } else if !handshaken {
-                    crate::metrics::handshake_refused(crate::metrics::Refusal::Timeout);
-                    break (close::HANDSHAKE_TIMEOUT, close::reason(close::HANDSHAKE_TIMEOUT).into(), true);
-                } else {
-                    let deadline = last_inbound + cfg.ping_timeout;
-                    if Instant::now() >= deadline {
-                        crate::metrics::pong_timeout();
-                        break (close::PONG_TIMEOUT, close::reason(close::PONG_TIMEOUT).into(), true);
+            _ = &mut timer => {
+                let now = Instant::now();
+                if next_ping.is_some_and(|at| now >= at) {
+                    // The next ping one interval after this one, however
+                    // late this one is.
+                    next_ping = Some(now + ping_interval);
+                    // Once per ping interval: an idle socket gives back the
+                    // room its last burst left.
+                    out.trim();
+                    let sent = writer::bounded(cfg.write_timeout, ws.send_text(std::slice::from_ref(&PING))).await;
+                    if !matches!(sent, Some(Ok(()))) {
+                        break (1006, "failed to write ping".into(), false);
                     }
-                    liveness.as_mut().reset(deadline);
                 }
+                if now >= deadline {
+                    if job.is_some() {
+                        // The peer is not read while its message is
+                        // handled: its silence is ours.
+                        deadline = now + cfg.ping_timeout;
+                    } else if !handshaken {
+                        crate::metrics::handshake_refused(crate::metrics::Refusal::Timeout);
+                        break (close::HANDSHAKE_TIMEOUT, close::reason(close::HANDSHAKE_TIMEOUT).into(), true);
+                    } else {
+                        // Checked lazily: a frame received moves
+                        // `last_inbound`, not the timer.
+                        deadline = last_inbound + cfg.ping_timeout;
+                        if now >= deadline {
+                            crate::metrics::pong_timeout();
+                            break (close::PONG_TIMEOUT, close::reason(close::PONG_TIMEOUT).into(), true);
+                        }
+                    }
+                }
+                timer.as_mut().reset(next_ping.map_or(deadline, |p| p.min(deadline)));
             }
             _ = async { token_expiry.as_mut().expect("guarded").await }, if token_expiry.is_some() => {
                 token_expiry = None;
@@ -349,8 +359,10 @@ where
             // Just completed the handshake: pings start now, and from now on
             // the liveness deadline is the pong timeout.
             was_handshaken = true;
-            ping.reset();
-            liveness.as_mut().reset(last_inbound + cfg.ping_timeout);
+            let first_ping = Instant::now() + ping_interval;
+            next_ping = Some(first_ping);
+            deadline = last_inbound + cfg.ping_timeout;
+            timer.as_mut().reset(first_ping.min(deadline));
         }
     };
     let (code, reason) = if send_close {
@@ -484,6 +496,16 @@ mod tests {
         );
         let size = std::mem::size_of_val(&task);
         println!("connection task future: {size} bytes");
+        println!(
+            "  parts: Sleep {}, Interval {}, Notified {}, cancelled {}, Conn {}, Out {}, WebSocket {}",
+            std::mem::size_of::<tokio::time::Sleep>(),
+            std::mem::size_of::<tokio::time::Interval>(),
+            std::mem::size_of::<tokio::sync::futures::Notified<'static>>(),
+            std::mem::size_of::<tokio_util::sync::WaitForCancellationFuture<'static>>(),
+            std::mem::size_of::<Conn>(),
+            std::mem::size_of::<Out>(),
+            std::mem::size_of::<WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>(),
+        );
         assert!(size <= 4096, "{size} bytes");
     }
 
