@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Runs the same benchmark scenarios against socketcluster-server 20 and Herald
-# on this machine, several times each, and writes the table of medians and
-# ratios into docs/benchmarks.md (between the bench-compare markers).
+# Runs the same benchmark scenarios against socketcluster-server 20, the
+# cost floor ws-floor (../shared/reference/ws-floor: a minimal serialize-once
+# server of the same protocol) and Herald on this machine, several times each,
+# and writes the table of medians and ratios into docs/benchmarks.md (between
+# the bench-compare markers).
 #
 # Usage: scripts/bench-compare.sh [options]
 #   --runs N         repetitions of every scenario per server (default 3)
@@ -9,17 +11,23 @@
 #   --warmup D       warm-up of each fanout run (default 1s)
 #   --only LIST      comma-separated scenario names to run (default: all):
 #                    fanout-100, fanout-1k, fanout-10k, fanout-100x100,
-#                    latency-50k, conns, storm
+#                    latency-50k, latency-1k, conns, storm
+#   --servers LIST   comma-separated servers to run (default: all three):
+#                    socketcluster-server, ws-floor, herald
 #   --no-build       use the binaries already in target/release
 #   --no-doc         print the table, do not touch docs/benchmarks.md
 #   --quiet-wait S   before each run wait up to S seconds for the machine to
 #                    be idle (default 20; 0 = do not wait)
 #
-# Both servers listen on free ports of 127.0.0.1 and are started afresh by
+# ws-floor is built from its source (WS_FLOOR_SRC, default
+# ../shared/reference/ws-floor beside the project) into target/ws-floor, never
+# into the source folder (read-only) nor the repository.
+#
+# Every server listens on a free port of 127.0.0.1 and is started afresh by
 # herald-bench for every run (--server-cmd), so one run's memory or queues do
 # not leak into the next. Raw results (one JSON line per run) are kept in
-# target/bench/. With the defaults the runs take about 7 minutes, plus the
-# release build.
+# target/bench/. With the defaults the runs take about 13 minutes, plus the
+# release builds.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
@@ -32,12 +40,14 @@ BUILD=1
 WRITE_DOC=1
 QUIET_WAIT=20
 ONLY=""
+SERVERS="socketcluster-server,ws-floor,herald"
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --servers) SERVERS=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --no-doc) WRITE_DOC=0; shift ;;
     --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
@@ -48,37 +58,72 @@ done
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
+has_server() { [[ ",$SERVERS," == *",$1,"* ]]; }
+for s in ${SERVERS//,/ }; do
+  case "$s" in
+    socketcluster-server|ws-floor|herald) ;;
+    *) echo "unknown server: $s (socketcluster-server, ws-floor, herald)" >&2; exit 2 ;;
+  esac
+done
+
 # ---- build and check the pieces ----
+WS_FLOOR_SRC=${WS_FLOOR_SRC:-$ROOT/../shared/reference/ws-floor}
 if [ "$BUILD" = 1 ]; then
   say "building herald and herald-bench (release)"
   cargo build --release -p herald-cli -p herald-bench || exit 1
+  if has_server ws-floor; then
+    [ -f "$WS_FLOOR_SRC/Cargo.toml" ] || { echo "no ws-floor source at $WS_FLOOR_SRC (set WS_FLOOR_SRC)" >&2; exit 1; }
+    say "building ws-floor (release, into target/ws-floor)"
+    cargo build --release --manifest-path "$WS_FLOOR_SRC/Cargo.toml" --target-dir "$ROOT/target/ws-floor" || exit 1
+  fi
 fi
 BENCH="$ROOT/target/release/herald-bench"
 HERALD="$ROOT/target/release/herald"
-for b in "$BENCH" "$HERALD"; do
+FLOOR="$ROOT/target/ws-floor/release/ws-floor"
+NEEDED=("$BENCH")
+has_server herald && NEEDED+=("$HERALD")
+has_server ws-floor && NEEDED+=("$FLOOR")
+for b in "${NEEDED[@]}"; do
   [ -x "$b" ] || { echo "missing $b (run without --no-build)" >&2; exit 1; }
 done
-command -v node >/dev/null || { echo "node is required for socketcluster-server" >&2; exit 1; }
-SC_VERSION=$(node -e "console.log(require('./tests/node/node_modules/socketcluster-server/package.json').version)" 2>/dev/null)
-SC_PINNED=$(node -e "console.log(require('./tests/node/package.json').dependencies['socketcluster-server'])")
-if [ "$SC_VERSION" != "$SC_PINNED" ]; then
-  echo "socketcluster-server $SC_PINNED is not installed (found '${SC_VERSION}'): run 'npm ci --prefix tests/node'" >&2
-  exit 1
+SC_VERSION=none
+if has_server socketcluster-server; then
+  command -v node >/dev/null || { echo "node is required for socketcluster-server" >&2; exit 1; }
+  SC_VERSION=$(node -e "console.log(require('./tests/node/node_modules/socketcluster-server/package.json').version)" 2>/dev/null)
+  SC_PINNED=$(node -e "console.log(require('./tests/node/package.json').dependencies['socketcluster-server'])")
+  if [ "$SC_VERSION" != "$SC_PINNED" ]; then
+    echo "socketcluster-server $SC_PINNED is not installed (found '${SC_VERSION}'): run 'npm ci --prefix tests/node'" >&2
+    exit 1
+  fi
 fi
 
 HERALD_CMD="$HERALD serve --config bench/herald.toml --listen 127.0.0.1:{port}"
 SC_CMD="node $ROOT/bench/sc-server.js {port}"
+# ws-floor's defaults: as many runtime threads as cores (Herald's too), a
+# queue of 4,096 frames, 4 KiB read buffers, pings every 8 s.
+FLOOR_CMD="$FLOOR --port {port}"
+server_cmd() {
+  case "$1" in
+    herald) echo "$HERALD_CMD" ;;
+    ws-floor) echo "$FLOOR_CMD" ;;
+    socketcluster-server) echo "$SC_CMD" ;;
+  esac
+}
 
-# name|arguments (the scenario arguments are the same for both servers).
+# name|arguments (the scenario arguments are the same for every server).
 # With 1,000 subscribers one generator thread saturates before Herald does,
-# so that scenario runs the generator on two threads (it changes nothing for
+# so those scenarios run the generator on two threads (it changes nothing for
 # socketcluster-server); with 10,000 subscribers one thread is cheaper.
+# latency-1k is one publisher to 1,000 subscribers at 50,000 deliveries/s:
+# each publication is a burst of 1,000 writes, the last of which waits for
+# the others.
 SCENARIOS=(
   "fanout-100|fanout -P 1 -C 1 -S 100 --duration $DURATION --warmup $WARMUP"
   "fanout-1k|fanout -P 1 -C 1 -S 1000 --threads 2 --duration $DURATION --warmup $WARMUP"
   "fanout-10k|fanout -P 1 -C 1 -S 10000 --duration $DURATION --warmup $WARMUP"
   "fanout-100x100|fanout -P 100 -C 100 -S 100 --duration $DURATION --warmup $WARMUP"
   "latency-50k|fanout -P 100 -C 100 -S 100 --rate 500 --duration $DURATION --warmup $WARMUP"
+  "latency-1k|fanout -P 1 -C 1 -S 1000 --rate 50 --threads 2 --duration $DURATION --warmup $WARMUP"
   "conns|conns -n 10000"
   "storm|storm -n 10000 --backoff-initial 100ms --backoff-max 2s"
 )
@@ -133,26 +178,28 @@ run_one() { # label cmd args...
   fi
 }
 
+ORDER=(socketcluster-server ws-floor herald)
 for run in $(seq 1 "$RUNS"); do
   for entry in "${SCENARIOS[@]}"; do
     name=${entry%%|*}
     args=${entry#*|}
     selected "$name" || continue
     say "run $run/$RUNS: $name"
-    # Alternate which server goes first so that drift favours neither.
-    # shellcheck disable=SC2086
-    if [ $((run % 2)) = 1 ]; then
-      run_one socketcluster-server "$SC_CMD" $args
-      run_one herald "$HERALD_CMD" $args
-    else
-      run_one herald "$HERALD_CMD" $args
-      run_one socketcluster-server "$SC_CMD" $args
-    fi
+    # Rotate which server goes first so that drift favours none.
+    for i in 0 1 2; do
+      label=${ORDER[$(( (i + run - 1) % 3 ))]}
+      has_server "$label" || continue
+      # shellcheck disable=SC2086
+      run_one "$label" "$(server_cmd "$label")" $args
+    done
   done
 done
 ELAPSED=$(( $(date +%s) - START ))
 
-TABLE=$("$BENCH" report "$RESULTS" --baseline socketcluster-server --subject herald) || exit 1
+REPORT_ARGS=()
+has_server socketcluster-server && REPORT_ARGS+=(--baseline socketcluster-server)
+has_server ws-floor && REPORT_ARGS+=(--baseline ws-floor --floor ws-floor)
+TABLE=$("$BENCH" report "$RESULTS" "${REPORT_ARGS[@]}" --subject herald) || exit 1
 
 # ---- the results section ----
 COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -164,13 +211,17 @@ SECTION=$(
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), $RUNS runs per scenario and server, script time $((ELAPSED / 60)) min $((ELAPSED % 60)) s"
   echo "- Machine: $(nproc) cores ($CPU), $MEM RAM, Linux $(uname -r); server and load generator share the cores"
-  echo "- Herald: commit $COMMIT, \`cargo build --release\` ($(rustc --version | cut -d' ' -f2)); socketcluster-server $SC_VERSION on Node.js $(node --version)"
-  echo "- Command: \`scripts/bench-compare.sh --runs $RUNS --duration $DURATION --warmup $WARMUP${ONLY:+ --only $ONLY}\`"
+  PEERS=""
+  has_server socketcluster-server && PEERS="$PEERS; socketcluster-server $SC_VERSION on Node.js $(node --version)"
+  has_server ws-floor && PEERS="$PEERS; ws-floor from \`../shared/reference/ws-floor\` (\`cargo build --release\`)"
+  echo "- Herald: commit $COMMIT, \`cargo build --release\` ($(rustc --version | cut -d' ' -f2))$PEERS"
+  echo "- Command: \`scripts/bench-compare.sh --runs $RUNS --duration $DURATION --warmup $WARMUP${ONLY:+ --only $ONLY}${SERVERS:+ --servers $SERVERS}\`"
   echo
   echo "$TABLE"
   echo
-  echo "Commands run (\`{port}\` is a free port chosen per run; each run is made once with"
-  echo "\`--server-cmd \"node bench/sc-server.js {port}\" --label socketcluster-server\` and once with"
+  echo "Commands run (\`{port}\` is a free port chosen per run; each run is made once per server with"
+  echo "\`--server-cmd \"node bench/sc-server.js {port}\" --label socketcluster-server\`,"
+  echo "\`--server-cmd \"target/ws-floor/release/ws-floor --port {port}\" --label ws-floor\` and"
   echo "\`--server-cmd \"target/release/herald serve --config bench/herald.toml --listen 127.0.0.1:{port}\" --label herald\`, plus \`--json --quiet\`):"
   echo
   echo '```'

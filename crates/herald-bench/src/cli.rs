@@ -59,12 +59,19 @@ pub struct ReportArgs {
     /// Files of JSON result lines (`-` for stdin).
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Label of the reference server.
-    #[arg(long, default_value = "socketcluster")]
-    pub baseline: String,
-    /// Label of the server compared with it.
+    /// Labels of the reference servers, one column (and one ratio column)
+    /// each: repeat the option or separate them with commas.
+    #[arg(long, value_delimiter = ',', default_value = "socketcluster")]
+    pub baseline: Vec<String>,
+    /// Label of the server compared with them.
     #[arg(long, default_value = "herald")]
     pub subject: String,
+    /// Label of the cost floor (one of the baselines): the target column
+    /// then also says whether the subject's fan-out deliveries per second
+    /// reach the floor's and its CPU seconds per million deliveries stay
+    /// within the floor's.
+    #[arg(long)]
+    pub floor: Option<String>,
 }
 
 /// Parses the command line and runs it.
@@ -170,7 +177,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if outcomes.is_empty() {
                 anyhow::bail!("no result lines in the input");
             }
-            print!("{}", report::markdown(&outcomes, &a.baseline, &a.subject));
+            print!(
+                "{}",
+                report::markdown(&outcomes, &a.baseline, &a.subject, a.floor.as_deref())
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -1,5 +1,8 @@
 //! CPU time and memory of a process, read from `/proc/PID/stat` (user +
-//! system clock ticks) and `/proc/PID/status` (`VmRSS`, `VmHWM`).
+//! system clock ticks) and `/proc/PID/status` (`VmRSS`, `VmHWM`), summed
+//! over the process and its live descendants: a server that runs as a
+//! supervisor and worker processes (`herald serve --workers N`) is measured
+//! whole.
 //!
 //! A [`Sampler`] reads them periodically on a plain thread of its own, so
 //! that sampling goes on even when the bench's async runtime is saturated.
@@ -128,8 +131,38 @@ pub fn listen_counters() -> ListenCounters {
         .unwrap_or_default()
 }
 
-/// Reads a process's counters now.
-pub fn sample(pid: u32) -> io::Result<ProcSample> {
+/// The PIDs in a `/proc/PID/task/TID/children` file.
+pub fn parse_children(text: &str) -> impl Iterator<Item = u32> + '_ {
+    text.split_ascii_whitespace().filter_map(|p| p.parse().ok())
+}
+
+/// The live descendants of `pid` (children, their children, …), from
+/// `/proc/PID/task/*/children`.
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(text) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for child in parse_children(&text) {
+                // A PID reused during the walk could loop: visit each once.
+                if child != pid && !found.contains(&child) {
+                    found.push(child);
+                    next.push(child);
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Reads one process's counters now (without its descendants).
+fn sample_one(pid: u32) -> io::Result<ProcSample> {
     let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("{what} of {pid}"));
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -139,6 +172,22 @@ pub fn sample(pid: u32) -> io::Result<ProcSample> {
         rss_kib: parse_status_kib(&status, "VmRSS").ok_or_else(|| bad("VmRSS"))?,
         hwm_kib: parse_status_kib(&status, "VmHWM").unwrap_or(0),
     })
+}
+
+/// Reads a process's counters now, summed over it and its live
+/// descendants (a descendant that exits between the walk and its reading
+/// is left out; its CPU time moves to its parent's when it is reaped).
+pub fn sample(pid: u32) -> io::Result<ProcSample> {
+    let mut total = sample_one(pid)?;
+    for child in descendants(pid) {
+        if let Ok(s) = sample_one(child) {
+            total.cpu_ticks += s.cpu_ticks;
+            total.rss_kib += s.rss_kib;
+            total.hwm_kib += s.hwm_kib;
+        }
+    }
+    total.at = Instant::now();
+    Ok(total)
 }
 
 /// CPU and memory of a process over a time window.
@@ -298,6 +347,29 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS"), Some(10240));
         assert_eq!(parse_status_kib(status, "VmHWM"), Some(20480));
         assert_eq!(parse_status_kib(status, "VmSwap"), None);
+    }
+
+    #[test]
+    fn children_files_and_the_process_tree() {
+        assert_eq!(parse_children("12 345 \n").collect::<Vec<_>>(), [12, 345]);
+        assert_eq!(parse_children("").count(), 0);
+        // A child of this process is found and counted.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let found = descendants(std::process::id());
+        let own = sample_one(std::process::id()).unwrap();
+        let tree = sample(std::process::id()).unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(found.contains(&child.id()), "{found:?}");
+        assert!(
+            tree.rss_kib > own.rss_kib,
+            "{} vs {}",
+            tree.rss_kib,
+            own.rss_kib
+        );
     }
 
     #[test]

@@ -202,7 +202,9 @@ const CLUSTER_SCHEME: &str = "redis+cluster://";
 /// * `redis+cluster://HOST:PORT[,HOST:PORT...]`: Redis Cluster
 ///   ([`RedisClusterBroker`]).
 ///
-/// URLs may carry credentials (`redis://user:password@host:port`).
+/// URLs may carry credentials (`redis://user:password@host:port`). The spec
+/// may end in `?prefix=P` to set [`RedisOptions::prefix`] (so that several
+/// clusters, or test runs, share one Redis).
 pub async fn from_url(spec: &str) -> Result<Arc<dyn Broker>, BrokerError> {
     from_url_with(spec, RedisOptions::default()).await
 }
@@ -212,7 +214,7 @@ pub async fn from_url_with(
     spec: &str,
     options: RedisOptions,
 ) -> Result<Arc<dyn Broker>, BrokerError> {
-    let spec = spec.trim();
+    let (spec, options) = split_query(spec.trim(), options)?;
     if let Some(rest) = spec.strip_prefix(CLUSTER_SCHEME) {
         let seeds: Vec<String> = rest
             .split(',')
@@ -236,6 +238,26 @@ pub async fn from_url_with(
         )));
     }
     Ok(Arc::new(RedisBroker::connect(&urls, options).await?))
+}
+
+/// Splits the `?prefix=P` query off a spec and applies it to `options`.
+/// Redis URLs have no query of their own here (the database number is the
+/// path), so the first `?` starts the spec's parameters.
+fn split_query(spec: &str, mut options: RedisOptions) -> Result<(&str, RedisOptions), BrokerError> {
+    let Some((servers, query)) = spec.split_once('?') else {
+        return Ok((spec, options));
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("prefix", value)) if !value.is_empty() => options.prefix = value.to_owned(),
+            _ => {
+                return Err(error(format!(
+                    "unknown Redis broker parameter {pair:?} (known: prefix=P)"
+                )));
+            }
+        }
+    }
+    Ok((servers, options))
 }
 
 /// Reads one `redis://` URL (TCP only).
@@ -263,6 +285,26 @@ mod tests {
         assert_eq!(info.redis_settings().username(), Some("user"));
         assert!(parse_server_url("rediss://127.0.0.1:7000").is_err());
         assert!(parse_server_url("redis+unix:///tmp/redis.sock").is_err());
+    }
+
+    #[test]
+    fn prefix_parameter() {
+        let base = RedisOptions::default();
+        let (spec, o) = split_query("redis://a:1,redis://b:2?prefix=t1:", base.clone()).unwrap();
+        assert_eq!(
+            (spec, o.prefix.as_str()),
+            ("redis://a:1,redis://b:2", "t1:")
+        );
+        let (spec, o) = split_query("redis://a:1", base.clone()).unwrap();
+        assert_eq!((spec, o.prefix.as_str()), ("redis://a:1", "herald:"));
+        for bad in [
+            "redis://a:1?prefix=",
+            "redis://a:1?db=2",
+            "redis://a:1?prefix",
+        ] {
+            let err = split_query(bad, base.clone()).unwrap_err().to_string();
+            assert!(err.contains("prefix=P"), "{bad}: {err}");
+        }
     }
 
     #[tokio::test]

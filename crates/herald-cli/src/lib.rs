@@ -11,6 +11,8 @@
 pub mod brokers;
 pub mod config;
 pub mod dev;
+pub mod supervisor;
+pub mod worker;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +22,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use herald::ServerBuilder;
 
-pub use config::FileConfig;
+pub use config::{FileConfig, ServeSettings, resolve};
 
 /// Herald: a realtime WebSocket server speaking the SocketCluster v2 protocol.
 #[derive(Debug, Parser)]
@@ -110,90 +112,16 @@ pub struct ServeArgs {
     /// `demo:` namespace (history, recovery, presence). Never in production.
     #[arg(long)]
     pub dev: bool,
-}
-
-/// The resolved settings of a `serve` run.
-#[derive(Debug, Clone)]
-pub struct ServeSettings {
-    /// Listen address.
-    pub listen: SocketAddr,
-    /// Server settings.
-    pub config: herald::Config,
-    /// HS256 secret, if any.
-    pub auth_secret: Option<String>,
-    /// Broker URL.
-    pub broker: String,
-    /// Node id (random when not set).
-    pub node_id: Option<String>,
-    /// Audiences a token must name (empty: not checked).
-    pub auth_audience: Vec<String>,
-    /// Issuers a token must come from (empty: not checked).
-    pub auth_issuer: Vec<String>,
-    /// Longest accepted auth token, bytes (default 8 KiB).
-    pub max_auth_token: Option<usize>,
-    /// Certificate chain and key files, when serving TLS.
-    pub tls: Option<(PathBuf, PathBuf)>,
-}
-
-/// Merges flags, config file and defaults.
-pub fn resolve(args: &ServeArgs) -> anyhow::Result<ServeSettings> {
-    let file = match &args.config {
-        Some(path) => FileConfig::load(path)?,
-        None => FileConfig::default(),
-    };
-    let mut config = herald::Config::default();
-    file.apply(&mut config);
-    if let Some(p) = &args.path {
-        config.path = p.clone();
-    }
-    if let Some(d) = args.ping_interval {
-        config.ping_interval = d;
-    }
-    if let Some(d) = args.ping_timeout {
-        config.ping_timeout = d;
-    }
-    if let Some(n) = args.max_payload {
-        config.max_payload = n;
-    }
-    if !config.path.starts_with('/') {
-        anyhow::bail!("path must start with '/': {:?}", config.path);
-    }
-    if config.ping_interval.is_zero() || config.ping_timeout.is_zero() {
-        anyhow::bail!("ping_interval and ping_timeout must be greater than zero");
-    }
-    let listen = args
-        .listen
-        .or(file.listen)
-        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8000)));
-    let auth_secret = args.auth_secret.clone().or(file.auth_secret.clone());
-    if auth_secret.as_deref() == Some("") {
-        anyhow::bail!("the auth secret must not be empty");
-    }
-    let broker = args
-        .broker
-        .clone()
-        .or(file.broker.clone())
-        .unwrap_or_else(|| "memory".to_owned());
-    let node_id = args.node_id.clone().or(file.node_id.clone());
-    let tls_cert = args.tls_cert.clone().or(file.tls_cert.clone());
-    let tls_key = args.tls_key.clone().or(file.tls_key.clone());
-    let tls = match (tls_cert, tls_key) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        (Some(_), None) => anyhow::bail!("--tls-cert (tls_cert) needs --tls-key (tls_key)"),
-        (None, Some(_)) => anyhow::bail!("--tls-key (tls_key) needs --tls-cert (tls_cert)"),
-    };
-    Ok(ServeSettings {
-        listen,
-        config,
-        auth_secret,
-        broker,
-        node_id,
-        auth_audience: file.auth_audience.clone().unwrap_or_default(),
-        auth_issuer: file.auth_issuer.clone().unwrap_or_default(),
-        max_auth_token: file.max_auth_token,
-        tls,
-    })
+    /// Worker processes sharing the listen port (SO_REUSEPORT), supervised
+    /// by this one (default 1: no supervisor). Above 1 needs a broker
+    /// between them (redis:// or nats://).
+    #[arg(long, env = "HERALD_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
+    /// Each worker also serves /herald/health, /herald/ready, /herald/info
+    /// and /metrics over plain HTTP on this address, its port plus the
+    /// worker's index (port 0: a free port each, logged).
+    #[arg(long, value_name = "ADDR")]
+    pub worker_status_listen: Option<SocketAddr>,
 }
 
 /// Installs the log subscriber: `RUST_LOG` (default `info`) selects the
@@ -260,7 +188,19 @@ pub async fn serve(
     args: ServeArgs,
     customize: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> anyhow::Result<()> {
-    let settings = resolve(&args)?;
+    let mut settings = resolve(&args)?;
+    let worker = worker::WorkerEnv::from_env()?;
+    match &worker {
+        None if settings.workers > 1 => {
+            let log = args.log_format.unwrap_or_default();
+            return supervisor::run(&settings, settings.workers, log).await;
+        }
+        None => supervisor::check_workers(settings.workers, &settings.broker)?,
+        Some(w) => {
+            settings.listen = w.listen;
+            settings.node_id = Some(w.node_id.clone());
+        }
+    }
     // Before the server is built: it binds its hot-path counters to the
     // recorder installed then.
     if let Err(e) = herald::metrics::Prometheus::install() {
@@ -304,9 +244,17 @@ pub async fn serve(
     } else {
         axum::Router::new()
     };
-    let listener = herald::Server::bind(settings.listen)
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener = match &worker {
+        Some(_) => herald::Server::bind_reuseport(settings.listen),
+        None => herald::Server::bind(settings.listen),
+    }
+    .with_context(|| format!("cannot listen on {}", settings.listen))?;
     let addr = listener.local_addr()?;
+    if let Some(base) = settings.worker_status_listen {
+        let index = worker.as_ref().map_or(0, |w| w.index);
+        let status = worker::spawn_status(&server, worker::status_addr(base, index)?).await?;
+        tracing::info!("status routes and /metrics of worker {index} on http://{status}");
+    }
     let open = |o: &herald::ChannelOptions| {
         o.subscribe == herald::Rule::Any && o.publish == herald::Rule::Any
     };

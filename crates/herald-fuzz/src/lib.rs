@@ -1,7 +1,7 @@
 //! Stable-toolchain fuzzers for the decoders that read what peers send:
 //! the inbound frame parser (`herald_protocol::inbound`), the broker
 //! envelope decoder (`herald::Publication::decode`) and JWT verification
-//! (`herald::AuthEngine::verify`).
+//! (`herald::AuthEngine::verify_offline`, the checks of `verify` without a JWKS).
 //!
 //! # Why this harness
 //!

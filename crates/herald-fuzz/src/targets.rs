@@ -16,7 +16,7 @@ pub enum Target {
     Inbound,
     /// `Publication::decode` of a broker envelope, and re-encoding it.
     Envelope,
-    /// `AuthEngine::verify` of a token (HS256 with audience and issuer).
+    /// `AuthEngine::verify_offline` of a token (HS256 with audience and issuer).
     Jwt,
 }
 
@@ -134,7 +134,7 @@ pub fn envelope(input: &[u8]) {
 /// Verifies a token; a refusal must carry one of the documented names.
 pub fn jwt(engine: &AuthEngine, input: &[u8]) {
     let text = String::from_utf8_lossy(input);
-    match engine.verify(&text) {
+    match engine.verify_offline(&text) {
         Ok(claims) => {
             // Only a token signed with the secret passes, and then its
             // audience and issuer were checked.

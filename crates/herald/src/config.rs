@@ -114,6 +114,11 @@ pub struct Config {
     /// The token claim naming the user a socket is authenticated as, for
     /// messages addressed to a user ([`crate::Server::users`]). Default `sub`.
     pub user_claim: String,
+    /// The token claim listing channels the server subscribes the socket
+    /// to when it authenticates (server-side subscriptions, e.g. a
+    /// personal channel per user); see docs/protocol.md, "Claims". Empty:
+    /// off. Default `channels`.
+    pub channels_claim: String,
     /// Interval between this node's announcements to the cluster; a node
     /// missing three is considered gone. Default 5 s.
     pub announce_interval: Duration,
@@ -131,6 +136,22 @@ pub struct Config {
     /// refreshes its own entries every third of it, so the entries of a
     /// node that died vanish within this bound. Default 30 s.
     pub presence_ttl: Duration,
+    /// What an invoke of a procedure that nothing serves gets. Default
+    /// [`UnknownProcedures::Error`].
+    pub unknown_procedures: UnknownProcedures,
+}
+
+/// What an invoke of a procedure that no handler serves gets. Either way it
+/// is counted in `herald_unknown_procedures_total`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnknownProcedures {
+    /// A `NoSuchProcedureError` reply naming the procedure.
+    #[default]
+    Error,
+    /// No reply at all, as socketcluster-server does: the client's call
+    /// times out. For applications written against that behaviour.
+    Ignore,
 }
 
 impl Default for Config {
@@ -162,11 +183,13 @@ impl Default for Config {
             allow_client_publish: true,
             write_timeout: Duration::from_secs(10),
             user_claim: "sub".to_owned(),
+            channels_claim: "channels".to_owned(),
             announce_interval: Duration::from_secs(5),
             channels: ChannelOptions::default(),
             namespaces: BTreeMap::new(),
             unknown_namespaces: UnknownNamespaces::Plain,
             presence_ttl: Duration::from_secs(30),
+            unknown_procedures: UnknownProcedures::Error,
         }
     }
 }

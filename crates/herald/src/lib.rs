@@ -39,7 +39,10 @@
 //! * [`socket`]: the [`Socket`] handle given to handlers and middleware.
 //! * [`handler`]: procedures ([`Request`]) and receivers ([`Message`]).
 //! * [`middleware`]: [`Middleware`] and [`PublishOutMiddleware`].
-//! * [`auth`]: [`AuthEngine`], signing and verifying JWTs.
+//! * [`auth`]: [`AuthEngine`], its [`Key`]s and JWKS ([`JwksOptions`]),
+//!   signing and verifying JWTs, the claims Herald reads.
+//! * `grants` (internal): server-side subscriptions from the token's
+//!   channels claim.
 //! * [`broker`]: the [`Broker`] trait and the in-process [`MemoryBroker`].
 //! * [`cluster`]: messages to users on every node ([`Users`]), node
 //!   announcements ([`NodeInfo`]).
@@ -57,6 +60,8 @@
 //! * `connection` (internal): the per-socket task.
 //! * [`tls`]: [`TlsConfig`], `wss://` on the server's own port.
 //! * `transport` (internal): the HTTP upgrade and WebSocket codec.
+//! * `http_client` (internal): the pooled HTTP client of outbound requests
+//!   (JWKS, hooks).
 //! * `status` (internal): `/herald/health`, `/herald/ready`, `/herald/info`.
 
 #![warn(missing_docs)]
@@ -67,7 +72,9 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 mod connection;
+mod grants;
 pub mod handler;
+mod http_client;
 pub mod metrics;
 pub mod middleware;
 pub mod namespace;
@@ -76,6 +83,7 @@ mod publish;
 mod queue;
 mod reads;
 mod registry;
+mod scratch;
 mod serve;
 pub mod server;
 pub mod socket;
@@ -84,13 +92,13 @@ mod subscribe;
 pub mod tls;
 mod transport;
 
-pub use auth::{AuthEngine, AuthError, Claims};
+pub use auth::{AuthEngine, AuthError, Claims, JwksError, JwksOptions, Key, TokenError};
 pub use broker::{
     Broker, BrokerError, BrokerSink, BrokerStatus, HistoryPage, HistoryQuery, MemoryBroker,
     Publication, SinkEvent, StreamPosition,
 };
 pub use cluster::{NodeInfo, Users};
-pub use config::Config;
+pub use config::{Config, UnknownProcedures};
 pub use handler::{Message, Request};
 pub use herald_protocol as protocol;
 pub use herald_protocol::ErrorPayload;

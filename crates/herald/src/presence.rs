@@ -15,7 +15,6 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde_json::Value;
 
 use crate::broker::{ClientInfo, MessageKind, PresenceRecord, Publication};
 use crate::namespace::Resolved;
@@ -36,15 +35,11 @@ pub(crate) fn client_info(server: &ServerInner, socket: &Socket) -> ClientInfo {
     let claims = socket.auth_claims();
     let user = claims
         .as_ref()
-        .and_then(|c| match c.get(server.config.user_claim.as_str())? {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        });
+        .and_then(|c| crate::auth::claims::user_of(c, &server.config.user_claim))
+        .map(|u| u.to_string());
     let info = claims
         .as_ref()
-        .and_then(|c| c.get("info").cloned())
-        .filter(|v| !v.is_null());
+        .and_then(|c| crate::auth::claims::info_of(c));
     ClientInfo { user, info }
 }
 

@@ -130,12 +130,31 @@ impl Server {
     /// clients reconnecting at once after a restart wait in the queue instead
     /// of in TCP retransmission timeouts.
     pub fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        Self::bind_with(addr, false)
+    }
+
+    /// [`Server::bind`] with `SO_REUSEPORT`: several processes (the workers
+    /// of `herald serve --workers N`) each bind a listener to the same
+    /// address and the kernel spreads incoming connections over them. Every
+    /// socket bound to the port must set it, under the same user.
+    #[cfg(unix)]
+    pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+        Self::bind_with(addr, true)
+    }
+
+    fn bind_with(addr: SocketAddr, reuseport: bool) -> std::io::Result<tokio::net::TcpListener> {
         let socket = if addr.is_ipv4() {
             tokio::net::TcpSocket::new_v4()?
         } else {
             tokio::net::TcpSocket::new_v6()?
         };
         socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        if reuseport {
+            socket.set_reuseport(true)?;
+        }
+        #[cfg(not(unix))]
+        let _ = reuseport;
         socket.bind(addr)?;
         socket.listen(4096)
     }

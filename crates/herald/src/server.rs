@@ -26,7 +26,7 @@ use crate::broker::{
     Broker, ClientInfo, HistoryPage, HistoryQuery, MemoryBroker, PresenceStats, StreamPosition,
 };
 use crate::cluster::{self, Cluster, NodeInfo, Users};
-use crate::config::Config;
+use crate::config::{Config, UnknownProcedures};
 use crate::handler::{self, BoxProcedure, BoxReceiver, Message, Request};
 use crate::metrics::ServerMetrics;
 use crate::middleware::{Middleware, PublishOutMiddleware};
@@ -65,6 +65,20 @@ pub(crate) struct ServerInner {
     pub(crate) admission: Admission,
 }
 
+impl ServerInner {
+    /// Verifies a token as the server accepts it: the engine's checks
+    /// (keys, JWKS, leeway, `aud`, `iss`), then the claims Herald reads
+    /// (the channels claim must be an array of names).
+    pub(crate) async fn verify_token(
+        &self,
+        token: &str,
+    ) -> Result<crate::Claims, crate::TokenError> {
+        let claims = self.auth.verify(token).await?;
+        crate::auth::claims::channels_of(&claims, &self.config.channels_claim)?;
+        Ok(claims)
+    }
+}
+
 /// The settings given to a [`ServerBuilder`] do not make a server.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid server configuration: {0}")]
@@ -100,6 +114,7 @@ pub struct ServerBuilder {
     auth_audience: Option<Vec<String>>,
     auth_issuer: Option<Vec<String>>,
     max_auth_token: Option<usize>,
+    auth_leeway: Option<Duration>,
 }
 
 impl Default for ServerBuilder {
@@ -126,6 +141,7 @@ impl ServerBuilder {
             auth_audience: None,
             auth_issuer: None,
             max_auth_token: None,
+            auth_leeway: None,
         }
     }
 
@@ -179,6 +195,14 @@ impl ServerBuilder {
         self
     }
 
+    /// What an invoke of a procedure that nothing serves gets (default
+    /// [`UnknownProcedures::Error`]: a `NoSuchProcedureError` reply;
+    /// [`UnknownProcedures::Ignore`]: no reply, as socketcluster-server).
+    pub fn unknown_procedures(mut self, policy: UnknownProcedures) -> Self {
+        self.config.unknown_procedures = policy;
+        self
+    }
+
     /// Ping timeout (default 30 s).
     pub fn ping_timeout(mut self, d: Duration) -> Self {
         self.config.ping_timeout = d;
@@ -191,7 +215,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Uses a configured [`AuthEngine`] (e.g. RS256 or EdDSA keys).
+    /// Uses a configured [`AuthEngine`]: its keys ([`crate::Key`]: HS*,
+    /// RS*, PS*, ES256/384, EdDSA, with ids for rotation) and maybe a JWKS
+    /// ([`crate::JwksOptions`]).
     pub fn auth(mut self, engine: AuthEngine) -> Self {
         self.auth = Some(engine);
         self
@@ -225,6 +251,14 @@ impl ServerBuilder {
     /// ([`AuthEngine::max_token_len`]). Default 8 KiB.
     pub fn max_auth_token(mut self, bytes: usize) -> Self {
         self.max_auth_token = Some(bytes);
+        self
+    }
+
+    /// Accepts a token's `exp` and `nbf` up to `leeway` off
+    /// ([`AuthEngine::leeway`]); applies to whichever engine the server
+    /// ends up with. Default: none, as socketcluster-server.
+    pub fn auth_leeway(mut self, leeway: Duration) -> Self {
+        self.auth_leeway = Some(leeway);
         self
     }
 
@@ -339,6 +373,12 @@ impl ServerBuilder {
             Some(n) => auth.max_token_len(n),
             None => auth,
         };
+        let auth = match self.auth_leeway {
+            Some(l) => auth.leeway(l),
+            None => auth,
+        };
+        // The JWKS's first fetch starts now rather than at the first token.
+        auth.start();
         let broker = self.broker.unwrap_or_else(|| Arc::new(MemoryBroker::new()));
         let node_id = self
             .node_id

@@ -23,7 +23,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::{Notify, oneshot};
 
-use crate::auth::{AuthError, Claims, expiry_of};
+use crate::auth::{AuthError, Claims, TokenError};
 use crate::broker::{Publication, StreamPosition};
 use crate::queue::{QueueState, QueueTx, Refused};
 use crate::server::ServerInner;
@@ -473,7 +473,7 @@ impl Socket {
             return Err(AuthError::ClaimsNotAnObject);
         };
         let (signed, claims) = self.0.server.auth.sign_claims(claims, expiry)?;
-        let expiry = expiry_of(&claims);
+        let expiry = self.0.server.auth.session_expiry(&claims);
         self.0.set_auth(Some(AuthState {
             claims: Arc::new(claims),
             signed: Arc::from(signed.as_str()),
@@ -481,6 +481,25 @@ impl Socket {
         }));
         let _ = self.send_frame(outbound::set_auth_token(&signed));
         Ok(signed)
+    }
+
+    /// Makes `token`, signed elsewhere (a backend's token refresh, a login
+    /// service, with a key or JWKS this server trusts), the socket's token
+    /// and sends it to the client (`#setAuthToken`), with no reconnect. The
+    /// token is verified first as a handshake token is (keys, JWKS, leeway,
+    /// `aud`, `iss`, the channels claim); the authenticate middleware does
+    /// not run (this is server code). On a refusal the socket keeps the
+    /// token it had. Returns the token's claims.
+    pub async fn set_signed_auth_token(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        let server = &self.0.server;
+        let claims = Arc::new(server.verify_token(token).await?);
+        self.0.set_auth(Some(AuthState {
+            expiry: server.auth.session_expiry(&claims),
+            claims: claims.clone(),
+            signed: Arc::from(token),
+        }));
+        let _ = self.send_frame(outbound::set_auth_token(token));
+        Ok(claims)
     }
 
     /// Deauthenticates the socket and tells the client to drop its token

@@ -29,9 +29,9 @@ use crate::server::ServerInner;
 use crate::socket::{Outbound, Socket, SubscribeEnd};
 
 impl ServerInner {
-    /// Whether `socket` may subscribe to `channel` (name, namespace, rule,
-    /// middleware): the check of a subscribe and of history and presence
-    /// reads.
+    /// Whether `socket` may subscribe to `channel` (name, namespace, rule
+    /// or a grant of its token, middleware): the check of a subscribe and
+    /// of history and presence reads.
     pub(crate) async fn may_subscribe(
         &self,
         socket: &Socket,
@@ -40,7 +40,7 @@ impl ServerInner {
     ) -> Result<&Arc<Resolved>, ErrorPayload> {
         let ns = self.channel_options(channel)?;
         let rule = ns.options.subscribe;
-        if !rule.allows(socket) {
+        if !rule.allows(socket) && !crate::grants::granted(self, socket, channel) {
             return Err(forbidden(rule, "subscribe to", channel));
         }
         if !self.middleware.is_empty() {

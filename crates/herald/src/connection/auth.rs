@@ -14,7 +14,7 @@ use herald_protocol::{Cid, close};
 use serde_json::Value;
 
 use super::{Conn, Flow};
-use crate::auth::{Claims, TokenError, expiry_of, unix_now};
+use crate::auth::{Claims, TokenError, claims, unix_now};
 use crate::cluster::user_channel;
 use crate::socket::{AuthState, SocketShared, SocketState};
 
@@ -29,7 +29,11 @@ impl Conn {
     }
 
     async fn verify_token(&self, token: &str) -> Result<Claims, ErrorPayload> {
-        let claims = self.server.auth.verify(token).map_err(|e| e.payload)?;
+        let claims = self
+            .server
+            .verify_token(token)
+            .await
+            .map_err(|e| e.payload)?;
         for m in &self.server.middleware {
             m.authenticate(&self.socket, &claims).await?;
         }
@@ -37,7 +41,7 @@ impl Conn {
     }
 
     fn authenticate_with(&self, signed: String, claims: Claims) {
-        let expiry = expiry_of(&claims);
+        let expiry = self.server.auth.session_expiry(&claims);
         self.shared.set_auth(Some(AuthState {
             claims: Arc::new(claims),
             signed: Arc::from(signed),
@@ -160,25 +164,24 @@ impl Conn {
         Flow::Continue
     }
 
-    /// Keeps the cluster's user index (and this node's subscription to the
-    /// user's reserved channel) in line with the socket's token, within the
-    /// per-user connection limit (over it, the socket closes with 4102).
+    /// Keeps the socket's server-side subscriptions (the token's channels
+    /// claim, `crate::grants`) and the cluster's user index (and this
+    /// node's subscription to the user's reserved channel) in line with the
+    /// socket's token, within the per-user connection limit (over it, the
+    /// socket closes with 4102).
     pub(super) async fn sync_user(&mut self) -> Flow {
         self.server
             .presence
             .reauthenticated(&self.server, &self.socket)
             .await;
+        crate::grants::sync(&self.server, &self.socket, &mut self.granted).await;
         let claim = &self.server.config.user_claim;
-        let wanted: Option<Arc<str>> =
-            self.shared
-                .auth
-                .lock()
-                .as_ref()
-                .and_then(|a| match a.claims.get(claim.as_str())? {
-                    Value::String(s) => Some(Arc::from(s.as_str())),
-                    Value::Number(n) => Some(Arc::from(n.to_string())),
-                    _ => None,
-                });
+        let wanted: Option<Arc<str>> = self
+            .shared
+            .auth
+            .lock()
+            .as_ref()
+            .and_then(|a| claims::user_of(&a.claims, claim));
         if wanted.as_ref() == self.user.as_ref().map(|(u, _)| u) {
             return Flow::Continue;
         }

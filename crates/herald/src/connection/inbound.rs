@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 
 use super::{Conn, Flow, before_handshake, to_value};
 use crate::broker::StreamPosition;
+use crate::config::UnknownProcedures;
 use crate::handler::{Message as HandlerMessage, Request};
 use crate::middleware::{InvokeRequest, TransmitRequest};
 use crate::publish::Origin;
@@ -212,12 +213,7 @@ impl Conn {
             }
         }
         let Some(handler) = self.server.procedures.get(&request.procedure).cloned() else {
-            crate::metrics::unknown_procedure();
-            let e = ErrorPayload::new(
-                names::NO_SUCH_PROCEDURE,
-                format!("No procedure is registered for {}", request.procedure),
-            );
-            self.send(outbound::reply_error(&cid, &e));
+            self.on_unknown_procedure(&cid, &request);
             return;
         };
         let shared = self.shared.clone();
@@ -238,6 +234,24 @@ impl Conn {
             };
             shared.reply(frame);
         });
+    }
+
+    /// An invoke that no handler serves: counted, then answered by the
+    /// `unknown_procedures` policy (the one place that decides it).
+    fn on_unknown_procedure(&mut self, cid: &Cid, request: &InvokeRequest) {
+        crate::metrics::unknown_procedure();
+        match self.server.config.unknown_procedures {
+            UnknownProcedures::Error => {
+                let e = ErrorPayload::new(
+                    names::NO_SUCH_PROCEDURE,
+                    format!("No procedure is registered for {}", request.procedure),
+                );
+                self.send(outbound::reply_error(cid, &e));
+            }
+            UnknownProcedures::Ignore => {
+                tracing::debug!(socket = %self.shared.id, procedure = %request.procedure, "invoke of an unknown procedure left unanswered");
+            }
+        }
     }
 
     /// A reserved procedure (`#herald/history`, `#herald/presence`,

@@ -88,6 +88,9 @@ struct Conn {
     /// The user this socket is registered as in the cluster index, and its
     /// place in the per-user connection limit.
     user: Option<(Arc<str>, Option<Slot>)>,
+    /// Channels the server subscribed the socket to because its token
+    /// grants them (`crate::grants`).
+    granted: Vec<Arc<str>>,
     malformed: Allowance,
     /// Inbound messages per second.
     rate: Option<Throttle>,
@@ -148,6 +151,7 @@ pub(crate) async fn run<S>(
         server: server.clone(),
         handshaken: false,
         user: None,
+        granted: Vec::new(),
     };
     let mut out = Out::new(shared, socket, server.clone(), rx, bounds);
     let (conn, code, reason) = drive(conn, &mut ws, &mut out).await;

@@ -34,6 +34,7 @@ use super::CLOSE_GRACE;
 use crate::broker::{MessageKind, Publication, StreamPosition};
 use crate::middleware::PublishOut;
 use crate::queue::{Bounds, QueueRx, Taken};
+use crate::scratch::{Pool, Scratch};
 use crate::server::ServerInner;
 use crate::socket::{Notice, Outbound, Socket, SocketShared, SubscribeEnd};
 use crate::transport::ws::WebSocket;
@@ -42,6 +43,13 @@ use crate::transport::ws::WebSocket;
 pub(super) const MAX_BATCH: usize = 512;
 /// Most bytes taken from the queue per flush.
 pub(super) const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+thread_local! {
+    /// This thread's vectors for what a batch writes (`crate::scratch`).
+    static READY: Pool<Ready> = const { std::cell::RefCell::new(Vec::new()) };
+    /// This thread's vectors for the frames a batch hands the codec.
+    static FRAMES: Pool<Bytes> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// What to write for one queued item.
 #[derive(Debug)]
@@ -290,7 +298,8 @@ impl Out {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let write_timeout = self.server.config.write_timeout;
-        let mut ready = Vec::new();
+        // From the thread's pool: no allocation per batch (`crate::scratch`).
+        let mut ready = Scratch::take(&READY);
         let mut next = Some(first);
         let mut items = 0;
         while let Some(item) = next {
@@ -316,8 +325,8 @@ impl Out {
         let (mut frames, mut bytes) = (0u64, 0u64);
         let result = {
             let work = async {
-                let mut out = Vec::with_capacity(ready.len());
-                for r in &ready {
+                let mut out = Scratch::take(&FRAMES);
+                for r in ready.iter() {
                     let frame = match r {
                         Ready::Frame(f) => Some(f.clone()),
                         Ready::Publication(p) => self.publish_out(p).await,

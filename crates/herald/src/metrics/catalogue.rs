@@ -41,6 +41,12 @@ pub mod names {
     pub const HANDSHAKES_REFUSED: &str = "herald_handshakes_refused_total";
     /// Auth tokens refused (handshake or `#authenticate`), by reason.
     pub const AUTH_REFUSED: &str = "herald_auth_refused_total";
+    /// JWKS fetches, by outcome.
+    pub const JWKS_REFRESHES: &str = "herald_jwks_refreshes_total";
+    /// JWKS refreshes asked for by tokens and refused by the rate limit.
+    pub const JWKS_REFRESHES_LIMITED: &str = "herald_jwks_refreshes_limited_total";
+    /// Keys in the JWKS key set in force.
+    pub const JWKS_KEYS: &str = "herald_jwks_keys";
     /// Current socket subscriptions.
     pub const SUBSCRIPTIONS: &str = "herald_subscriptions";
     /// Accepted subscribes.
@@ -151,6 +157,17 @@ pub const CATALOGUE: &[Metric] = &[
         &["reason"],
         "Auth tokens refused at the handshake or by #authenticate (invalid, expired, not_before, middleware).",
     ),
+    counter_of(
+        JWKS_REFRESHES,
+        &["outcome"],
+        "JWKS fetches, by outcome (updated: a new key set is in force; unchanged: 304 Not Modified; error: failed, the last good keys stay).",
+    ),
+    counter_of(
+        JWKS_REFRESHES_LIMITED,
+        &[],
+        "Tokens no cached key could check that asked for a JWKS refresh within auth_jwks_min_refresh of the last one (refused without a fetch).",
+    ),
+    gauge_of(JWKS_KEYS, &[], "Usable keys in the JWKS key set in force."),
     gauge_of(
         SUBSCRIPTIONS,
         &[],

@@ -202,6 +202,21 @@ pub(crate) fn auth_refused(error_name: &str) {
     counter!(AUTH_REFUSED, "reason" => reason).increment(1);
 }
 
+/// A JWKS fetch ended: `outcome` is `updated`, `unchanged` or `error`.
+pub(crate) fn jwks_refresh(outcome: &'static str) {
+    counter!(JWKS_REFRESHES, "outcome" => outcome).increment(1);
+}
+
+/// A token asked for a JWKS refresh too soon after the last one.
+pub(crate) fn jwks_refresh_limited() {
+    counter!(JWKS_REFRESHES_LIMITED).increment(1);
+}
+
+/// The JWKS key set in force holds `count` keys.
+pub(crate) fn jwks_keys(count: usize) {
+    gauge!(JWKS_KEYS).set(count as f64);
+}
+
 /// A socket was closed as a slow consumer.
 pub(crate) fn slow_consumer() {
     counter!(SLOW_CONSUMER_DISCONNECTS).increment(1);

@@ -93,6 +93,26 @@ async fn unknown_procedure_gets_no_such_procedure_error() {
 }
 
 #[tokio::test]
+async fn unknown_procedure_is_left_unanswered_with_the_ignore_policy() {
+    bounded(async {
+        let server =
+            TestServer::start(fixture().unknown_procedures(herald::UnknownProcedures::Ignore))
+                .await;
+        let mut c = server.client().await;
+        // Frames of a socket are handled in order and the error reply would
+        // be sent before the next frame is read: the first reply is rid 2.
+        c.send_text(r#"{"event":"nosuch","data":{},"cid":1}"#).await;
+        c.send_text(r#"{"event":"echo","data":"after","cid":2}"#)
+            .await;
+        assert_eq!(c.recv().await, r#"{"rid":2,"data":"after"}"#);
+        // Reserved procedures keep their error: they are Herald's own.
+        let error = c.invoke("#herald/nosuch", json!({})).await.unwrap_err();
+        assert_eq!(error["name"], "NoSuchProcedureError", "{error}");
+    })
+    .await
+}
+
+#[tokio::test]
 async fn panicking_procedure_gets_internal_server_error_and_server_keeps_running() {
     bounded(async {
         let server = rpc_server().await;
