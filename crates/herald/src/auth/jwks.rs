@@ -158,8 +158,10 @@ struct State {
     fetching: bool,
     /// When the last fetch ended.
     last_attempt: Option<Instant>,
-    /// The last response's `ETag`.
+    /// The last full response's `ETag` and `max-age` (a 304 without
+    /// `Cache-Control` keeps the max-age of the response it confirms).
     etag: Option<String>,
+    max_age: Option<Duration>,
     /// The last fetch's outcome: key count, or why it failed.
     last: Option<Result<usize, JwksError>>,
 }
@@ -376,6 +378,7 @@ async fn fetch(shared: &Shared) -> Result<(Fetched, Option<Duration>), JwksError
         .map(str::to_owned);
     let status = response.status();
     if status == reqwest::StatusCode::NOT_MODIFIED {
+        let max_age = max_age.or(shared.state.lock().max_age);
         return Ok((Fetched::Unchanged, max_age));
     }
     if status != reqwest::StatusCode::OK {
@@ -397,7 +400,11 @@ async fn fetch(shared: &Shared) -> Result<(Fetched, Option<Duration>), JwksError
     let set = parse(&body)?;
     let count = set.len();
     *shared.keys.write() = Arc::new(set);
-    shared.state.lock().etag = new_etag;
+    {
+        let mut state = shared.state.lock();
+        state.etag = new_etag;
+        state.max_age = max_age;
+    }
     crate::metrics::jwks_keys(count);
     tracing::debug!(url = %shared.options.url, keys = count, "JWKS refreshed");
     Ok((Fetched::Updated, max_age))

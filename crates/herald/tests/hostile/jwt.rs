@@ -2,9 +2,11 @@
 //! socket both in `#handshake` and in `#authenticate`: each is refused with
 //! socketcluster's error name, a bad one is followed by `#removeAuthToken`,
 //! and another authenticated socket on the same server keeps working after
-//! every attempt.
+//! every attempt. A `kid` selects only among the server's own keys (a key
+//! without an id ignores it); an algorithm is accepted only by a key of its
+//! family.
 
-use herald::AuthEngine;
+use herald::{AuthEngine, Key};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -331,11 +333,12 @@ async fn hostile_tokens_are_refused_and_do_not_affect_other_sockets() {
 }
 
 #[tokio::test]
-async fn a_key_id_selects_nothing_only_the_signature_counts() {
+async fn a_kid_is_ignored_by_a_key_without_an_id() {
     bounded(async {
         let server = hs_server().await;
-        // Whatever the kid says, a token signed with the server's key is
-        // the server's token: there is one key and the kid is never read.
+        // The server's one key has no id: whatever the kid says, a token
+        // signed with it is the server's token, and only the signature
+        // counts.
         for kid in [
             "",
             "unknown",
@@ -349,6 +352,76 @@ async fn a_key_id_selects_nothing_only_the_signature_counts() {
             assert_eq!(status["isAuthenticated"], true, "kid {kid:?}: {status}");
             assert_eq!(c.call("whoami", Value::Null).await["sub"], "kid");
         }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_kid_selects_only_among_the_servers_own_keys() {
+    bounded(async {
+        // Two keys with ids (a rotation): a kid picks one of them, never
+        // anything else, and never lends a key to another algorithm.
+        let engine = AuthEngine::from_keys([
+            Key::secret(Algorithm::HS256, "current secret")
+                .unwrap()
+                .with_id("current"),
+            Key::secret(Algorithm::HS256, "previous secret")
+                .unwrap()
+                .with_id("previous"),
+            Key::public_pem(Algorithm::RS256, RSA_PUBLIC)
+                .unwrap()
+                .with_id("rsa"),
+        ])
+        .unwrap();
+        let server = TestServer::start(herald_testkit::fixture(
+            herald::Server::builder().auth(engine),
+        ))
+        .await;
+        let claims = good_claims("mallory");
+        let sign = |kid: &str, secret: &[u8]| hmac_token(hs256_kid(kid), secret, &claims);
+        let mut bystander = Bystander::new(&server, &sign("previous", b"previous secret")).await;
+        let cases: Vec<(&str, String, &str)> = vec![
+            (
+                "current kid, previous secret",
+                sign("current", b"previous secret"),
+                "invalid signature",
+            ),
+            (
+                "kid of the RSA key on an HS256 token signed with its PEM",
+                hmac_token(hs256_kid("rsa"), RSA_PUBLIC, &claims),
+                "no key matches the token's kid",
+            ),
+            (
+                "kid path traversal, empty secret (/dev/null)",
+                sign("../../../../../../dev/null", b""),
+                "no key matches the token's kid",
+            ),
+            (
+                "kid SQL injection",
+                sign("x' UNION SELECT 'attacker' --", b"attacker"),
+                "no key matches the token's kid",
+            ),
+            (
+                "kid URL",
+                sign("https://evil.test/jwks.json", b"attacker"),
+                "no key matches the token's kid",
+            ),
+            (
+                "4000-character kid",
+                sign(&"k".repeat(4000), b"current secret"),
+                "no key matches the token's kid",
+            ),
+        ];
+        for (what, token, message) in cases {
+            let e = refused_both_ways(&server, &token).await;
+            assert_error(&e, "AuthTokenInvalidError", message, true, what);
+            // The refusal never echoes the kid.
+            assert!(e.to_string().len() < 200, "{what}: {e}");
+            bystander.still_fine(what).await;
+        }
+        let mut c = server.connect().await;
+        let status = c.handshake(Some(&sign("current", b"current secret"))).await;
+        assert_eq!(status["isAuthenticated"], true, "{status}");
     })
     .await
 }
