@@ -13,6 +13,7 @@
 //! printed and must be documented (the docs test says which). See
 //! docs/configuration.md for the reference.
 
+mod api;
 mod channels;
 mod check;
 pub mod de;
