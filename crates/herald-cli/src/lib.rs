@@ -9,6 +9,7 @@
 #![warn(missing_docs)]
 
 pub mod brokers;
+pub mod commands;
 pub mod config;
 pub mod dev;
 pub mod supervisor;
@@ -22,6 +23,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use herald::ServerBuilder;
 
+pub use commands::run;
 pub use config::{FileConfig, ServeSettings, resolve};
 
 /// Herald: a realtime WebSocket server speaking the SocketCluster v2 protocol.
@@ -33,20 +35,19 @@ pub struct Cli {
     pub command: Command,
 }
 
-impl Cli {
-    /// The log format the command asks for.
-    pub fn log_format(&self) -> LogFormat {
-        match &self.command {
-            Command::Serve(args) => args.log_format.unwrap_or_default(),
-        }
-    }
-}
-
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a Herald server.
     Serve(ServeArgs),
+    /// Check a config file: print "ok" and a summary, or every error with
+    /// its key and line (exit code 1).
+    CheckConfig(commands::CheckConfigArgs),
+    /// Print the effective configuration (defaults, file, HERALD_
+    /// variables and flags merged) as TOML, secrets redacted.
+    PrintConfig(ServeArgs),
+    /// Write a commented starter config file.
+    Genconfig(commands::GenconfigArgs),
 }
 
 /// How log lines are written to standard error.
@@ -62,8 +63,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// `herald serve` options. Flags override the config file, which overrides
-/// the defaults.
+/// `herald serve` options. Flags override the `HERALD_` environment
+/// variables, which override the config file, which overrides the
+/// defaults. Each flag sets the config key of its name (`--ping-interval`:
+/// `ping_interval`, also `HERALD_PING_INTERVAL`); see [`config`].
 #[derive(Debug, Clone, Args, Default)]
 pub struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8000; port 0 picks a free one).
@@ -74,10 +77,10 @@ pub struct ServeArgs {
     pub path: Option<String>,
     /// HS256 secret for auth tokens. Without one a random secret is used and
     /// tokens do not survive a restart.
-    #[arg(long, env = "HERALD_AUTH_SECRET", hide_env_values = true)]
+    #[arg(long)]
     pub auth_secret: Option<String>,
     /// Config file (TOML); see docs/configuration.md.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
     /// Interval between server pings, e.g. 8s or 500ms.
     #[arg(long, value_parser = humantime::parse_duration)]
@@ -91,14 +94,14 @@ pub struct ServeArgs {
     /// Broker carrying publications between nodes: `memory` (default),
     /// `redis://HOST:PORT[,redis://...]`, `redis+cluster://HOST:PORT[,HOST:PORT...]`,
     /// `nats://HOST:PORT`.
-    #[arg(long, env = "HERALD_BROKER", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub broker: Option<String>,
     /// This node's id in a cluster (default: random, logged at start).
-    #[arg(long, env = "HERALD_NODE_ID")]
+    #[arg(long)]
     pub node_id: Option<String>,
     /// Log format on standard error: `text` (default) or `json` (one
     /// object per line).
-    #[arg(long, value_enum, value_name = "FORMAT", env = "HERALD_LOG_FORMAT")]
+    #[arg(long, value_enum, value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
     /// PEM certificate chain (server certificate first): serve `wss://`,
     /// and the status routes and /metrics over https. Needs --tls-key.
@@ -115,7 +118,7 @@ pub struct ServeArgs {
     /// Worker processes sharing the listen port (SO_REUSEPORT), supervised
     /// by this one (default 1: no supervisor). Above 1 needs a broker
     /// between them (redis:// or nats://).
-    #[arg(long, env = "HERALD_WORKERS", value_name = "N")]
+    #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
     /// Each worker also serves /herald/health, /herald/ready, /herald/info
     /// and /metrics over plain HTTP on this address, its port plus the
@@ -188,11 +191,16 @@ pub async fn serve(
     args: ServeArgs,
     customize: impl FnOnce(ServerBuilder) -> ServerBuilder,
 ) -> anyhow::Result<()> {
-    let mut settings = resolve(&args)?;
+    let resolved = config::load(&args, std::env::vars())?;
+    init_logging(resolved.settings.log_format);
+    for warning in &resolved.warnings {
+        tracing::warn!("{warning}");
+    }
+    let mut settings = resolved.settings;
     let worker = worker::WorkerEnv::from_env()?;
     match &worker {
         None if settings.workers > 1 => {
-            let log = args.log_format.unwrap_or_default();
+            let log = settings.log_format;
             return supervisor::run(&settings, settings.workers, log).await;
         }
         None => supervisor::check_workers(settings.workers, &settings.broker)?,
@@ -233,13 +241,13 @@ pub async fn serve(
     if let Some(id) = &settings.node_id {
         builder = builder.node_id(id.clone());
     }
-    if args.dev {
+    if settings.dev {
         builder = dev::customize(builder);
     }
     let server = customize(builder)
         .try_build()
         .context("invalid configuration")?;
-    let routes = if args.dev {
+    let routes = if settings.dev {
         dev::router(&server)
     } else {
         axum::Router::new()
@@ -273,7 +281,7 @@ pub async fn serve(
         "herald listening on {scheme}://{addr}{}",
         settings.config.path
     );
-    if args.dev {
+    if settings.dev {
         let web = if tls.is_some() { "https" } else { "http" };
         // Without an auth secret the server signs with a random one (it warns).
         tracing::info!("dev mode: open {web}://{addr}/ for the demo chat (log in as any name)");

@@ -1,13 +1,11 @@
 //! `herald`: the standalone server binary.
 
+use std::process::ExitCode;
+
 use clap::Parser;
-use herald_cli::{Cli, Command};
+use herald_cli::Cli;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    herald_cli::init_logging(cli.log_format());
-    match cli.command {
-        Command::Serve(args) => herald_cli::serve(args, |b| b).await,
-    }
+async fn main() -> anyhow::Result<ExitCode> {
+    herald_cli::run(Cli::parse(), |b| b).await
 }

@@ -1,55 +1,54 @@
-//! The `herald serve --config FILE` format (TOML): loading a file and
-//! checking it as a whole.
+//! The configuration of `herald serve`: a TOML file (`--config`), the
+//! `HERALD_` environment variables and the flags, in that order of
+//! precedence, over the defaults.
 //!
-//! Every key is optional; an unknown key is an error that names it, so a
-//! typo never silently falls back to a default. One module per concern:
-//! `file` is the top-level schema, `channels` the channel and namespace
-//! tables, `de` the shared value deserializers, `resolve` merges the file
-//! with the command line into the settings of a run. See
+//! One module per concern: `file` and `channels` are the schema (the
+//! structs every other part derives from), `de` the value adapters and
+//! their checks, `keys` the key tree read from the schema, `check` reads a
+//! file with the line of every error, `env` the variables, `layer` a set of
+//! keys with their origins and the merge, `resolve` the precedence and the
+//! checks across keys, `print` `print-config` and its redaction. A new
+//! section adds its struct in a module of its own and one field to
+//! [`FileConfig`]; its keys then have environment names, are checked,
+//! printed and must be documented (the docs test says which). See
 //! docs/configuration.md for the reference.
 
 mod channels;
-mod de;
+mod check;
+pub mod de;
+pub mod env;
+mod error;
 mod file;
+pub mod keys;
+mod layer;
+pub mod print;
 mod resolve;
 
 use std::path::Path;
 
-use anyhow::Context as _;
-
 pub use channels::{ChannelsSection, NamespaceSection};
+pub use error::{ConfigError, ConfigErrors, Origin};
 pub use file::FileConfig;
-pub use resolve::{ServeSettings, resolve};
+pub use layer::Layer;
+pub use resolve::{
+    DEFAULT_BROKER, DEFAULT_LISTEN, Resolved, ServeSettings, load, load_layers, read, resolve,
+};
+
+/// The commented starter file `herald genconfig` writes.
+pub const STARTER: &str = include_str!("starter.toml");
 
 impl FileConfig {
-    /// Reads and parses a config file.
-    pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        Self::parse(&text).with_context(|| format!("invalid config file {}", path.display()))
+    /// Reads and checks a config file alone (no environment, no flags).
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let (path, text) = read(path).map_err(|e| ConfigErrors(vec![e]))?;
+        Ok(load_layers(Some((&path, &text)), [], Layer::default())?.file)
     }
 
-    /// Parses config text, and checks the namespaces (a bad combination,
-    /// such as `recover` without history, is named with its table).
-    pub fn parse(text: &str) -> anyhow::Result<Self> {
-        let file: Self = toml::from_str(text)?;
-        let mut config = herald::Config::default();
-        file.apply(&mut config);
-        config
-            .channels
-            .validate("[channels]")
-            .map_err(anyhow::Error::msg)?;
-        for (name, options) in &config.namespaces {
-            if !herald::namespace::valid_namespace_name(name) {
-                anyhow::bail!(
-                    "[namespaces.{name}]: a namespace name is ASCII letters, digits, '_' and '-'"
-                );
-            }
-            options
-                .validate(&format!("[namespaces.{name}]"))
-                .map_err(anyhow::Error::msg)?;
-        }
-        Ok(file)
+    /// Parses and checks config text alone: every unknown key, wrong type
+    /// and bad value, and the checks across keys (such as `recover` without
+    /// history), each named with its key and line.
+    pub fn parse(text: &str) -> Result<Self, ConfigErrors> {
+        Ok(load_layers(Some((Path::new("<config>"), text)), [], Layer::default())?.file)
     }
 }
 
@@ -191,6 +190,18 @@ mod tests {
         assert_eq!(config.unknown_procedures, herald::UnknownProcedures::Ignore);
         let err = FileConfig::parse("unknown_procedures = \"drop\"").unwrap_err();
         assert!(format!("{err:#}").contains("drop"), "{err:#}");
+    }
+
+    #[test]
+    fn the_starter_file_is_valid_and_mentions_every_key() {
+        FileConfig::parse(STARTER).unwrap();
+        for key in keys::schema().leaves() {
+            let name = key.rsplit('.').next().unwrap();
+            assert!(
+                STARTER.contains(&format!("{name} = ")),
+                "the starter file (crates/herald-cli/src/config/starter.toml) lacks `{key}`: add a commented line `# {name} = DEFAULT` to its section"
+            );
+        }
     }
 
     #[test]

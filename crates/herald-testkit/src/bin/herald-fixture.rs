@@ -1,14 +1,13 @@
-//! `herald-fixture`: exactly `herald serve` (same flags, same output) with
-//! the test fixture registered. Used by the end-to-end suites only.
+//! `herald-fixture`: exactly `herald` (same subcommands, flags, config and
+//! output) with the test fixture registered in `serve`. Used by the
+//! end-to-end suites only.
+
+use std::process::ExitCode;
 
 use clap::Parser;
-use herald_cli::{Cli, Command};
+use herald_cli::Cli;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    herald_cli::init_logging(cli.log_format());
-    match cli.command {
-        Command::Serve(args) => herald_cli::serve(args, herald_testkit::fixture).await,
-    }
+async fn main() -> anyhow::Result<ExitCode> {
+    herald_cli::run(Cli::parse(), herald_testkit::fixture).await
 }
