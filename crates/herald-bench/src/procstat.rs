@@ -4,6 +4,10 @@
 //! supervisor and worker processes (`herald serve --workers N`) is measured
 //! whole.
 //!
+//! A server may be several processes (`herald serve --workers N`: a
+//! supervisor and its workers): [`sample_tree`] sums a process and its
+//! children, so that the server side's total CPU and RSS are measured.
+//!
 //! A [`Sampler`] reads them periodically on a plain thread of its own, so
 //! that sampling goes on even when the bench's async runtime is saturated.
 //! [`Usage::between`] turns two boundary samples and the periodic ones in
@@ -51,6 +55,51 @@ pub fn parse_stat_ticks(stat: &str) -> Option<u64> {
     let utime: u64 = fields.nth(11)?.parse().ok()?;
     let stime: u64 = fields.next()?.parse().ok()?;
     Some(utime + stime)
+}
+
+/// The parent PID (field 4) from the text of `/proc/PID/stat`.
+pub fn parse_stat_ppid(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The PIDs of the live children of `pid` (from every `/proc/N/stat`).
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| parse_stat_ppid(&s))
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Reads `pid` and its live children now, summed: the CPU ticks and RSS of
+/// the whole server side (a supervisor and its workers; a single process
+/// alone). Fails only when `pid` itself cannot be read; a child that exits
+/// meanwhile is left out (its CPU time then moves to the parent's
+/// `cutime`, which is not counted: a worker restarted within a measured
+/// window makes that window's CPU figure low).
+pub fn sample_tree(pid: u32) -> io::Result<ProcSample> {
+    let mut total = sample(pid)?;
+    for child in children(pid) {
+        if let Ok(s) = sample(child) {
+            total.cpu_ticks += s.cpu_ticks;
+            total.rss_kib += s.rss_kib;
+            total.hwm_kib += s.hwm_kib;
+        }
+    }
+    Ok(total)
+}
+
+/// The processes [`sample_tree`] sums: `pid` and its live children.
+pub fn tree_size(pid: u32) -> usize {
+    1 + children(pid).len()
 }
 
 /// A `Key:   123 kB` line of `/proc/PID/status`, in KiB.
@@ -377,6 +426,33 @@ mod tests {
         let s = sample(std::process::id()).unwrap();
         assert!(s.rss_kib > 0);
         assert!(s.hwm_kib >= s.rss_kib);
+    }
+
+    #[test]
+    fn a_process_tree_is_summed() {
+        let stat = "4242 (a (b) c) S 77 4242 4242 0 -1 4194560 1000 0 0 0 250 50 0 0 20 0 3 0 100 1000 200";
+        assert_eq!(parse_stat_ppid(stat), Some(77));
+        let me = std::process::id();
+        let mut kids: Vec<std::process::Child> = (0..2)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let found = children(me);
+        for k in &kids {
+            assert!(found.contains(&k.id()), "{found:?}");
+        }
+        assert!(tree_size(me) >= 3);
+        let alone = sample(me).unwrap();
+        let tree = sample_tree(me).unwrap();
+        assert!(tree.rss_kib > alone.rss_kib);
+        for k in &mut kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
     }
 
     #[test]

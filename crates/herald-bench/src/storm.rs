@@ -26,14 +26,10 @@ use anyhow::{Context as _, bail};
 use serde::{Deserialize, Serialize};
 use tokio::time::sleep;
 
-use herald_protocol::{Cid, outbound};
-use serde_json::value::RawValue;
-
 use crate::common::{Common, Harness, Progress, mono_ns};
 use crate::procstat::{ListenCounters, Sampler, Usage, listen_counters};
 use crate::stats::thousands;
-use crate::wire::{self, Stamp, Target};
-use crate::worker::{CHECK_PUBLISHER, Pool, PoolConfig, slices};
+use crate::worker::{Pool, PoolConfig, publish_checks, slices};
 
 /// `storm` options.
 #[derive(Debug, Clone, clap::Args)]
@@ -164,35 +160,6 @@ impl StormResult {
     }
 }
 
-/// Publishes one check publication on each of `channels` channels through
-/// a connection of its own, each acknowledged by the server.
-async fn publish_checks(target: &Target, channels: u32) -> anyhow::Result<()> {
-    let mut ws = wire::connect_subscribed(target, None, None, Duration::from_secs(10))
-        .await
-        .context("connecting the check publisher")?;
-    let mut scratch = String::new();
-    for c in 0..channels {
-        let stamp = Stamp {
-            publisher: CHECK_PUBLISHER,
-            seq: u64::from(c),
-            sent_ns: mono_ns(),
-        };
-        wire::encode_data(stamp, 0, &mut scratch);
-        let data: &RawValue = serde_json::from_str(&scratch).context("check data")?;
-        let cid = u64::from(c) + 2;
-        let frame =
-            outbound::publish_request(&format!("bench/{c}"), Some(data), Some(&Cid::from(cid)));
-        tokio::time::timeout(
-            Duration::from_secs(10),
-            wire::request(&mut ws, frame, cid, "publish"),
-        )
-        .await
-        .context("check publication not acknowledged in 10 s")??;
-    }
-    let _ = futures_util::SinkExt::close(&mut ws).await;
-    Ok(())
-}
-
 /// Runs the scenario.
 pub async fn run(args: &StormArgs) -> anyhow::Result<StormResult> {
     if args.common.server_cmd.is_none() {
@@ -218,6 +185,7 @@ async fn run_with(args: &StormArgs, harness: &mut Harness) -> anyhow::Result<Sto
         backoff_initial: args.backoff_initial,
         backoff_max: args.backoff_max,
         deadline: args.default_deadline() + Duration::from_secs(60),
+        verify_from: 2,
     };
     let pool = Pool::spawn(&cfg, &parts)?;
     let result = async {

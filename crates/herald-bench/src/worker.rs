@@ -17,7 +17,8 @@
 //!   subscribed now, clients subscribed at least twice (back after a
 //!   disconnect), failed connection attempts, connections lost, clients that
 //!   received the check publication ([`CHECK_PUBLISHER`]) on their channel
-//!   after they were back;
+//!   (`storm`: after they were back; `conns`: on their first connection,
+//!   see `--verify-from`);
 //! * `ready` once, when every client is subscribed for the first time;
 //! * `allback NS` once, when every client is back, with the CLOCK_MONOTONIC
 //!   time at which the last of them completed its subscription;
@@ -46,7 +47,9 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep};
 
 use crate::common::{Progress, mono_ns, raise_nofile_limit};
-use crate::wire::{self, Target, Ws};
+use crate::wire::{self, Stamp, Target, Ws};
+use herald_protocol::{Cid, outbound};
+use serde_json::value::RawValue;
 
 /// Options of the hidden `worker` subcommand.
 #[derive(Debug, Clone, clap::Args)]
@@ -82,6 +85,10 @@ pub struct WorkerArgs {
     /// Exit after this long whatever happens.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     pub deadline: Duration,
+    /// Count a check publication from the client's Nth subscription on (1:
+    /// its first connection; 2: only once it came back after a drop).
+    #[arg(long, default_value_t = 2)]
+    pub verify_from: u32,
 }
 
 /// The backoff cap before reconnection attempt `attempt` (0 first):
@@ -107,8 +114,9 @@ struct Counters {
 }
 
 /// Idles on a subscribed connection, answering pings, until it ends. A
-/// check publication on `channel` received while `back` counts the client
-/// as verified (once: `verified` remembers it across connections).
+/// check publication on `channel` received while `back` (the connection
+/// counts, see `--verify-from`) counts the client as verified (once:
+/// `verified` remembers it across connections).
 async fn idle(mut ws: Ws, channel: &str, back: bool, verified: &mut bool, c: &Counters) {
     while let Some(Ok(msg)) = ws.next().await {
         if msg.is_close() {
@@ -165,7 +173,8 @@ async fn client(
                     c.last_back_ns.fetch_max(mono_ns(), Relaxed);
                     c.back.fetch_add(1, Relaxed);
                 }
-                idle(ws, &channel, subscribes >= 2, &mut verified, &c).await;
+                let counts = subscribes >= args.verify_from.max(1);
+                idle(ws, &channel, counts, &mut verified, &c).await;
                 c.subscribed.fetch_sub(1, Relaxed);
                 c.drops.fetch_add(1, Relaxed);
             }
@@ -244,6 +253,36 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
     std::process::exit(1);
 }
 
+/// Publishes one check publication ([`CHECK_PUBLISHER`]) on each of
+/// `channels` channels through a connection of its own, each acknowledged
+/// by the server: every client then counts the one of its own channel.
+pub async fn publish_checks(target: &Target, channels: u32) -> anyhow::Result<()> {
+    let mut ws = wire::connect_subscribed(target, None, None, Duration::from_secs(10))
+        .await
+        .context("connecting the check publisher")?;
+    let mut scratch = String::new();
+    for c in 0..channels {
+        let stamp = Stamp {
+            publisher: CHECK_PUBLISHER,
+            seq: u64::from(c),
+            sent_ns: mono_ns(),
+        };
+        wire::encode_data(stamp, 0, &mut scratch);
+        let data: &RawValue = serde_json::from_str(&scratch).context("check data")?;
+        let cid = u64::from(c) + 2;
+        let frame =
+            outbound::publish_request(&format!("bench/{c}"), Some(data), Some(&Cid::from(cid)));
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            wire::request(&mut ws, frame, cid, "publish"),
+        )
+        .await
+        .context("check publication not acknowledged in 10 s")??;
+    }
+    let _ = futures_util::SinkExt::close(&mut ws).await;
+    Ok(())
+}
+
 /// What one worker last reported.
 #[derive(Debug, Clone, Default)]
 pub struct Totals {
@@ -310,6 +349,9 @@ pub struct PoolConfig {
     pub backoff_max: Duration,
     /// Worker lifetime limit.
     pub deadline: Duration,
+    /// The subscription from which check publications count (`storm`: 2,
+    /// `conns`: 1).
+    pub verify_from: u32,
 }
 
 impl Pool {
@@ -339,6 +381,7 @@ impl Pool {
                     "--deadline",
                     &humantime::format_duration(cfg.deadline).to_string(),
                 ])
+                .args(["--verify-from", &cfg.verify_from.to_string()])
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

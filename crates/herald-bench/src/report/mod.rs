@@ -36,6 +36,7 @@ impl Outcome {
     pub fn failures(&self) -> Vec<String> {
         match self {
             Outcome::Storm(r) => r.failures(),
+            Outcome::Conns(r) => r.failures(),
             _ => Vec::new(),
         }
     }
@@ -243,11 +244,41 @@ impl Outcome {
                     &mut s,
                     "server while connecting",
                     format!(
-                        "CPU avg {:.0}%; kernel: {} accept-queue overflows",
+                        "CPU avg {:.0}%; kernel: {} accept-queue overflows; {} server process(es)",
                         r.server_connect.cpu_avg_pct,
-                        thousands(r.kernel.listen_overflows)
+                        thousands(r.kernel.listen_overflows),
+                        r.server_processes
                     ),
                 );
+                if let Some(idle) = &r.server_idle {
+                    row(
+                        &mut s,
+                        "server while idle",
+                        format!(
+                            "held {:.0} s: CPU avg {:.1}% ({:.2} CPU-s), RSS {:.1} MiB; {} of {} open at the end",
+                            r.hold_s,
+                            idle.cpu_avg_pct,
+                            idle.cpu_secs,
+                            idle.rss_end_mib,
+                            thousands(r.alive),
+                            thousands(r.connections as u64)
+                        ),
+                    );
+                }
+                if r.checked {
+                    let took = r
+                        .check_s
+                        .map_or_else(|| "NOT ALL".to_owned(), |v| format!("{v:.2} s"));
+                    row(
+                        &mut s,
+                        "publication on every channel",
+                        format!(
+                            "reached {} of {} connections ({took})",
+                            thousands(r.verified),
+                            thousands(r.connections as u64)
+                        ),
+                    );
+                }
             }
             Outcome::Storm(r) => {
                 let rec = r
