@@ -53,7 +53,11 @@ fn documented() -> BTreeMap<String, Row> {
             continue;
         };
         let cells: Vec<&str> = row.split(" | ").collect();
-        assert!(cells.len() >= 4, "docs/configuration.md:{}: a key row is | `key` | `VARIABLE` | default | meaning |", i + 1);
+        assert!(
+            cells.len() >= 4,
+            "docs/configuration.md:{}: a key row is | `key` | `VARIABLE` | default | meaning |",
+            i + 1
+        );
         let key = format!("{prefix}{}", cells[0].trim_end_matches('`'));
         let previous = rows.insert(
             key.clone(),
@@ -63,7 +67,11 @@ fn documented() -> BTreeMap<String, Row> {
                 default: cells[2].to_owned(),
             },
         );
-        assert!(previous.is_none(), "docs/configuration.md:{}: `{key}` is documented twice", i + 1);
+        assert!(
+            previous.is_none(),
+            "docs/configuration.md:{}: `{key}` is documented twice",
+            i + 1
+        );
     }
     rows
 }
@@ -125,7 +133,10 @@ fn every_key_is_documented_with_its_variable_and_default() {
                 row.line, row.variable
             ));
         }
-        let default = row.default.strip_prefix('`').and_then(|d| d.strip_suffix('`'));
+        let default = row
+            .default
+            .strip_prefix('`')
+            .and_then(|d| d.strip_suffix('`'));
         match (default, lookup(&defaults, key)) {
             (Some(doc_value), Some(code_value)) => match normalized(key, doc_value) {
                 Ok(v) if &v == code_value => {}
@@ -165,7 +176,14 @@ fn the_doc_tables_are_read() {
     // Guards the reader: a reformatted section must not make the test
     // above vacuous.
     let doc = documented();
-    for key in ["listen", "channels.unknown_namespaces", "namespaces.NAME.history_size"] {
-        assert!(doc.contains_key(key), "{key} not read from docs/configuration.md");
+    for key in [
+        "listen",
+        "channels.unknown_namespaces",
+        "namespaces.NAME.history_size",
+    ] {
+        assert!(
+            doc.contains_key(key),
+            "{key} not read from docs/configuration.md"
+        );
     }
 }
