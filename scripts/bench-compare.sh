@@ -18,6 +18,11 @@
 #   --no-doc         print the table, do not touch docs/benchmarks.md
 #   --quiet-wait S   before each run wait up to S seconds for the machine to
 #                    be idle (default 20; 0 = do not wait)
+#   --priority       run everything in a session of its own whose autogroup
+#                    has nice -20 (needs root): on a machine shared with other
+#                    work, the servers and the load generator get the cores
+#                    first (with autogroups on, plain nice only orders the
+#                    processes of one session). The results say so.
 #
 # ws-floor is built from its source (WS_FLOOR_SRC, default
 # ../shared/reference/ws-floor beside the project) into target/ws-floor, never
@@ -41,6 +46,8 @@ WRITE_DOC=1
 QUIET_WAIT=20
 ONLY=""
 SERVERS="socketcluster-server,ws-floor,herald"
+PRIORITY=0
+ARGS=("$@")
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS=$2; shift 2 ;;
@@ -51,12 +58,23 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --no-doc) WRITE_DOC=0; shift ;;
     --quiet-wait) QUIET_WAIT=$2; shift 2 ;;
+    --priority) PRIORITY=1; shift ;;
     -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
   esac
 done
 
 say() { printf '\n== %s\n' "$*" >&2; }
+
+PRIORITY_NOTE=""
+if [ "$PRIORITY" = 1 ]; then
+  if [ -z "${BENCH_COMPARE_PRIORITY:-}" ]; then
+    # A new session is a new autogroup; its nice is set from inside it.
+    exec env BENCH_COMPARE_PRIORITY=1 setsid --wait bash -c \
+      'echo -20 > /proc/self/autogroup || exit 1; exec "$0" "$@"' "$ROOT/scripts/bench-compare.sh" "${ARGS[@]}"
+  fi
+  PRIORITY_NOTE="; run with \`--priority\` ($(cat /proc/self/autogroup)): other work on the machine yielded the cores"
+fi
 
 has_server() { [[ ",$SERVERS," == *",$1,"* ]]; }
 for s in ${SERVERS//,/ }; do
@@ -156,6 +174,7 @@ wait_quiet() {
   done
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 mkdir -p target/bench
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 RESULTS="target/bench/results-$STAMP.jsonl"
@@ -210,12 +229,12 @@ SECTION=$(
   echo "### Latest run"
   echo
   echo "- Date: $(date -u '+%Y-%m-%d %H:%M UTC'), $RUNS runs per scenario and server, script time $((ELAPSED / 60)) min $((ELAPSED % 60)) s"
-  echo "- Machine: $(nproc) cores ($CPU), $MEM RAM, Linux $(uname -r); server and load generator share the cores"
+  echo "- Machine: $(nproc) cores ($CPU), $MEM RAM, Linux $(uname -r); server and load generator share the cores; load average before the runs $LOAD_BEFORE$PRIORITY_NOTE"
   PEERS=""
   has_server socketcluster-server && PEERS="$PEERS; socketcluster-server $SC_VERSION on Node.js $(node --version)"
   has_server ws-floor && PEERS="$PEERS; ws-floor from \`../shared/reference/ws-floor\` (\`cargo build --release\`)"
   echo "- Herald: commit $COMMIT, \`cargo build --release\` ($(rustc --version | cut -d' ' -f2))$PEERS"
-  echo "- Command: \`scripts/bench-compare.sh --runs $RUNS --duration $DURATION --warmup $WARMUP${ONLY:+ --only $ONLY}${SERVERS:+ --servers $SERVERS}\`"
+  echo "- Command: \`scripts/bench-compare.sh --runs $RUNS --duration $DURATION --warmup $WARMUP${ONLY:+ --only $ONLY} --servers $SERVERS$([ "$PRIORITY" = 1 ] && echo ' --priority')\`"
   echo
   echo "$TABLE"
   echo

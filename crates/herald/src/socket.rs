@@ -151,7 +151,9 @@ pub(crate) struct SocketShared {
     pub(crate) key: u64,
     pub(crate) id: Arc<str>,
     pub(crate) request: Arc<RequestInfo>,
-    tx: QueueTx,
+    /// The queue's sending side (crate-visible so that the fan-out can
+    /// prefetch it: `registry::subscribers`).
+    pub(crate) tx: QueueTx,
     pub(crate) queue: Arc<QueueState>,
     state: AtomicU8,
     /// Set when the socket must close; the connection task reads it after

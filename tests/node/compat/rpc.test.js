@@ -58,6 +58,19 @@ test('invoke of an unknown procedure rejects with a named error (not a timeout)'
   assert.equal(socket.state, 'open');
 });
 
+test('with unknown_procedures = "ignore", an unknown procedure gets no reply, as from socketcluster-server', {
+  timeout: 15000,
+}, async (t) => {
+  // The reference server behaves so by itself; Herald when configured (here
+  // through its environment variable).
+  const silent = await startServer(t, {kind: 'fixture', env: {HERALD_UNKNOWN_PROCEDURES: 'ignore'}});
+  const {socket} = await connectClient(t, silent.port, {ackTimeout: 1000});
+  const err = await rejection(socket.invoke('noSuchProcedure', {x: 1}), 5000, 'invoke noSuchProcedure');
+  assert.equal(err.name, 'TimeoutError');
+  assert.equal(socket.state, 'open');
+  assert.equal(await withTimeout(socket.invoke('echo', 'still here'), 5000, 'echo'), 'still here');
+});
+
 test('client transmit tell -> server transmits told with the same data', {timeout: 15000}, async (t) => {
   const {socket} = await connectClient(t, server.port);
   const told = collect(socket.receiver('told'));

@@ -6,7 +6,9 @@
 //! module of its own (`channels`) and adds one field here; everything else
 //! (environment names, `print-config`, the docs test) follows from the
 //! struct. Checks of single values live in the `de` adapters, so that a bad
-//! value is reported at its key and line.
+//! value is reported at its key and line. Sections are plain structs (or
+//! maps of them), never `#[serde(flatten)]`, which would hide their keys
+//! from [`super::keys`] and the line of a bad value from `check-config`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

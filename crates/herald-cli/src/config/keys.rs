@@ -76,27 +76,38 @@ impl Node {
 /// The key tree of the config file.
 pub fn schema() -> &'static Node {
     static SCHEMA: OnceLock<Node> = OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        let mut known = Known::default();
-        // Each run records at least one more key; the bound only guards
-        // against a schema type the probe cannot walk.
-        for _ in 0..10_000 {
-            if known.done(&[]) {
-                break;
-            }
-            let before = known.size();
-            match FileConfig::deserialize(Probe {
-                path: Vec::new(),
-                known: &mut known,
-            }) {
-                Ok(_) => break,
-                Err(ProbeError::Leaf) => {}
-                Err(ProbeError::Other(e)) => panic!("the config schema cannot be walked: {e}"),
-            }
-            assert!(known.size() > before, "the config schema walk is stuck");
-        }
-        known.node(&[])
+    // A schema the probe cannot walk fully still yields the keys it found;
+    // `walk` reports why, and a unit test requires a complete walk.
+    SCHEMA.get_or_init(|| match walk() {
+        Ok(node) | Err((node, _)) => node,
     })
+}
+
+/// Walks [`FileConfig`]: the whole key tree, or the part found and why the
+/// walk stopped (a schema type the probe cannot walk, such as a
+/// `#[serde(flatten)]` table).
+pub fn walk() -> Result<Node, (Node, String)> {
+    let mut known = Known::default();
+    // Each run records at least one more key; the bound only guards
+    // against a walk that makes no progress.
+    for _ in 0..10_000 {
+        if known.done(&[]) {
+            return Ok(known.node(&[]));
+        }
+        let before = known.size();
+        match FileConfig::deserialize(Probe {
+            path: Vec::new(),
+            known: &mut known,
+        }) {
+            Ok(_) => return Ok(known.node(&[])),
+            Err(ProbeError::Leaf) => {}
+            Err(ProbeError::Other(e)) => return Err((known.node(&[]), e)),
+        }
+        if known.size() == before {
+            return Err((known.node(&[]), "the walk makes no progress".into()));
+        }
+    }
+    Err((known.node(&[]), "the walk does not end".into()))
 }
 
 use serde::Deserialize as _;
@@ -339,6 +350,15 @@ impl<'de> MapAccess<'de> for Entries<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_whole_schema_is_walked() {
+        if let Err((_, why)) = walk() {
+            panic!(
+                "the config schema cannot be walked ({why}): keep its sections plain structs and maps (no #[serde(flatten)])"
+            );
+        }
+    }
 
     #[test]
     fn the_tree_has_the_sections_and_their_keys() {

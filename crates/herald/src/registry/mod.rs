@@ -20,6 +20,7 @@
 
 mod repair;
 pub(crate) mod sequencer;
+mod subscribers;
 #[cfg(test)]
 mod tests;
 
@@ -36,11 +37,12 @@ use crate::namespace::Namespaces;
 use crate::socket::{Notice, Outbound, SocketShared};
 
 use sequencer::{Cursor, RepairRequest, Step};
+use subscribers::Subscribers;
 
 const SHARDS: usize = 64;
 
 struct Channel {
-    subscribers: HashMap<u64, Arc<SocketShared>>,
+    subscribers: Subscribers,
     /// Interest of the node itself (reserved `#herald/` channels), counted
     /// per holder.
     node_refs: usize,
@@ -54,7 +56,7 @@ struct Channel {
 impl Channel {
     fn new() -> Self {
         Self {
-            subscribers: HashMap::new(),
+            subscribers: Subscribers::default(),
             node_refs: 0,
             broker_state: Arc::new(tokio::sync::Mutex::new(false)),
             cursor: OnceLock::new(),
@@ -162,7 +164,7 @@ impl Registry {
                 Step::Unrecoverable(position) => {
                     tracing::warn!(channel = %name, offset = position.offset, epoch = %position.epoch, "publications lost for good on this node; subscribers told");
                     let notice = Arc::new(Notice::new(name.clone(), position));
-                    for socket in channel.subscribers.values() {
+                    for socket in channel.subscribers.iter() {
                         socket.enqueue(Outbound::Unrecoverable(notice.clone()));
                     }
                 }
@@ -385,12 +387,7 @@ impl Registry {
         let broker_state = {
             let mut shard = self.shard(channel).write();
             let entry = shard.entry(name.clone()).or_insert_with(Channel::new);
-            if entry
-                .subscribers
-                .insert(socket.key, socket.clone())
-                .is_none()
-                && entry.subscribers.len() == 1
-            {
+            if entry.subscribers.insert(socket.clone()) && entry.subscribers.len() == 1 {
                 crate::metrics::channels(1.0);
             }
             entry.broker_state.clone()
@@ -416,7 +413,7 @@ impl Registry {
         }
         let mut shard = self.shard(channel).write();
         if let Some(entry) = shard.get_mut(channel)
-            && entry.subscribers.remove(&socket.key).is_some()
+            && entry.subscribers.remove(socket.key)
             && entry.subscribers.is_empty()
         {
             crate::metrics::channels(-1.0);
@@ -486,11 +483,11 @@ impl Registry {
 /// queues took it.
 fn fan_out(channel: &Channel, publication: &Arc<Publication>) -> usize {
     let mut delivered = 0;
-    for socket in channel.subscribers.values() {
+    channel.subscribers.for_each(|socket| {
         if socket.enqueue(Outbound::Publication(publication.clone())) {
             delivered += 1;
         }
-    }
+    });
     let total = channel.subscribers.len();
     crate::metrics::fanned_out(delivered, total - delivered);
     delivered

@@ -263,3 +263,43 @@ async fn next_offsets(rx: &mut mpsc::UnboundedReceiver<Outbound>, n: usize) -> V
     .unwrap_or_else(|_| panic!("only {got:?} queued"));
     got
 }
+
+#[tokio::test]
+async fn the_fan_out_reaches_exactly_the_subscribers_left_as_they_come_and_go() {
+    let fake = Arc::new(FakeBroker::default());
+    let server = server(&fake);
+    let registry = server.0.registry.clone();
+    let mut sockets = Vec::new();
+    for key in 0..40 {
+        let (s, rx) = socket(&server, 100 + key);
+        registry.subscribe(&s, "crowd").await.unwrap();
+        sockets.push((s, rx));
+    }
+    // Leave out of order: every third, then the first and the last (the
+    // dense list moves its last entry into each hole).
+    let mut gone = Vec::new();
+    for i in (0..40).step_by(3).chain([1, 38]) {
+        assert!(registry.unsubscribe(&sockets[i].0, "crowd").await);
+        gone.push(i);
+    }
+    // Back again, and a second subscribe of one already there.
+    assert!(registry.unsubscribe(&sockets[5].0, "crowd").await);
+    registry.subscribe(&sockets[5].0, "crowd").await.unwrap();
+    registry.subscribe(&sockets[7].0, "crowd").await.unwrap();
+    assert_eq!(registry.subscriber_count("crowd"), 40 - gone.len());
+    let delivered = registry.deliver(&Arc::new(Publication::new("crowd", None)));
+    assert_eq!(delivered, 40 - gone.len());
+    for (i, (_, rx)) in sockets.iter_mut().enumerate() {
+        let mut got = 0;
+        while let Ok(item) = rx.try_recv() {
+            assert!(matches!(item, Outbound::Publication(_)));
+            got += 1;
+        }
+        let expected = usize::from(!gone.contains(&i));
+        assert_eq!(got, expected, "socket {i}");
+    }
+    for (s, _) in &sockets {
+        registry.unsubscribe(s, "crowd").await;
+    }
+    assert_eq!(registry.subscriber_count("crowd"), 0);
+}

@@ -73,7 +73,7 @@ function buildCommand(opts) {
   if (opts.pingTimeout != null) args.push('--ping-timeout', formatDuration(opts.pingTimeout));
   if (opts.maxPayload != null) args.push('--max-payload', String(opts.maxPayload));
   if (opts.extraArgs) args.push(...opts.extraArgs);
-  return {file, args, env: process.env, portRegex: /(wss?):\/\/[^:]+:(\d+)/};
+  return {file, args, env: {...process.env, ...(opts.env || {})}, portRegex: /(wss?):\/\/[^:]+:(\d+)/};
 }
 
 /**
@@ -82,6 +82,7 @@ function buildCommand(opts) {
  *   port: fixed port (default 0 = OS-chosen)
  *   secret, pingInterval (ms), pingTimeout (ms), maxPayload (bytes)
  *   extraArgs: more `herald serve` arguments (Herald only), e.g. ['--broker', url]
+ *   env: more environment variables (Herald only), e.g. {HERALD_UNKNOWN_PROCEDURES: 'ignore'}
  * If `t` (a node:test context) is given, the server is stopped after the test.
  * Resolves {port, url, proc, stop(), kill(signal), exited, stderr()}.
  */
