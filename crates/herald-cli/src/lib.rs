@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// tokens; refreshed periodically and on an unknown `kid`.
     #[arg(long, value_name = "URL")]
     pub auth_jwks_url: Option<String>,
+    /// Key of the HTTP server API (`POST /api/...`, see docs/api.md);
+    /// without one the API is off.
+    #[arg(long)]
+    pub api_key: Option<String>,
     /// Config file (TOML); see docs/configuration.md.
     #[arg(long, value_name = "FILE", env = "HERALD_CONFIG")]
     pub config: Option<PathBuf>,
@@ -276,11 +280,14 @@ pub async fn serve(
             }
         });
     }
-    let routes = if settings.dev {
+    let mut routes = if settings.dev {
         dev::router(&server)
     } else {
         axum::Router::new()
     };
+    if let Some(api) = settings.api.clone() {
+        routes = routes.merge(server.api_router(api));
+    }
     let listener = match &worker {
         Some(_) => herald::Server::bind_reuseport(settings.listen),
         None => herald::Server::bind(settings.listen),
@@ -314,6 +321,12 @@ pub async fn serve(
         let web = if tls.is_some() { "https" } else { "http" };
         // Without an auth secret the server signs with a random one (it warns).
         tracing::info!("dev mode: open {web}://{addr}/ for the demo chat (log in as any name)");
+    }
+    if settings.api.is_some() {
+        let web = if tls.is_some() { "https" } else { "http" };
+        tracing::info!("HTTP API on {web}://{addr}/api/ (see docs/api.md)");
+    } else {
+        tracing::debug!("HTTP API off: no api_key");
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();

@@ -46,6 +46,11 @@ pub const INBOUND_RATE: u16 = 4101;
 /// Herald: the socket's user already holds the most connections a node
 /// allows one user.
 pub const USER_CONNECTIONS: u16 = 4102;
+/// Herald: the backend disconnected the socket's user (the HTTP API's
+/// `disconnect` without a code). The official client reconnects, as after
+/// any code below 4500; a backend that wants it to stay away sends a code
+/// from 4500 to 4999, or refuses the token.
+pub const DISCONNECTED_BY_SERVER: u16 = 4104;
 
 /// The close reason of [`TRY_AGAIN_LATER`]: `retry after N`.
 pub fn retry_after_reason(seconds: u64) -> String {
@@ -89,6 +94,7 @@ pub fn reason(code: u16) -> &'static str {
         SLOW_CONSUMER => "Slow consumer: the socket's outbound queue overflowed",
         INBOUND_RATE => "Too many messages: the socket exceeded its inbound rate",
         USER_CONNECTIONS => "Too many connections for this user",
+        DISCONNECTED_BY_SERVER => "Disconnected by the server",
         _ => "",
     }
 }

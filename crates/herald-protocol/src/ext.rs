@@ -14,8 +14,9 @@
 //!   the reply on a channel with history is a [`SubscribeStatus`].
 //! * Invokes of reserved procedures read history and presence
 //!   ([`HISTORY`], [`PRESENCE`], [`PRESENCE_STATS`]).
-//! * Pushes tell subscribers who joins and leaves ([`JOIN`], [`LEAVE`]) and
-//!   that publications were lost for good ([`UNRECOVERABLE`]).
+//! * Pushes tell subscribers who joins and leaves ([`JOIN`], [`LEAVE`]),
+//!   that publications were lost for good ([`UNRECOVERABLE`]), and that the
+//!   server subscribed the socket to a channel ([`SUBSCRIBED`]).
 //!
 //! `docs/protocol.md` has the rules (what a client keeps, when recovery is
 //! possible).
@@ -37,6 +38,13 @@ pub const LEAVE: &str = "#herald/leave";
 /// Push: publications on a channel were lost and cannot be recovered
 /// ([`Unrecoverable`]); the stream goes on from the position it names.
 pub const UNRECOVERABLE: &str = "#herald/unrecoverable";
+/// Push: the server subscribed this socket to a channel on its own
+/// initiative (the HTTP API's `subscribe`, a token's `channels` claim)
+/// ([`ServerSubscribed`]). Publications on the channel follow it. A client
+/// that keeps no channel of that name drops them (the official
+/// socketcluster-client does): it subscribes in answer, which the server
+/// accepts without its rules since the socket already holds the channel.
+pub const SUBSCRIBED: &str = "#herald/subscribed";
 
 /// Where a client stands in a channel's stream: the offset of the last
 /// publication it received and the stream's epoch.
@@ -119,6 +127,22 @@ pub struct HistoryReply {
     pub offset: u64,
     /// The channel's epoch.
     pub epoch: String,
+}
+
+/// The data of [`SUBSCRIBED`]: `{"channel":C}`, with `"offset":N,"epoch":E`
+/// (the stream's position when the subscription started) on a channel with
+/// history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerSubscribed {
+    /// The channel.
+    pub channel: String,
+    /// The offset of the channel's latest publication when the socket was
+    /// subscribed (channels with history only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// The channel's epoch (channels with history only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// Arguments of [`PRESENCE`] and [`PRESENCE_STATS`]: `{"channel":C}`.

@@ -59,6 +59,8 @@ pub struct Node {
     pub server: Server,
     /// Its WebSocket URL.
     pub url: String,
+    /// Its address.
+    pub addr: std::net::SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -74,18 +76,31 @@ impl Node {
         broker: Arc<dyn Broker>,
         configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
     ) -> Node {
+        Self::start_serving(broker, configure, |_| axum::Router::new()).await
+    }
+
+    /// The fixture over `broker`, with `configure` applied to the builder,
+    /// serving the extra `routes` made for the built server (e.g. its
+    /// HTTP API).
+    pub async fn start_serving(
+        broker: Arc<dyn Broker>,
+        configure: impl FnOnce(ServerBuilder) -> ServerBuilder,
+        routes: impl FnOnce(&Server) -> axum::Router,
+    ) -> Node {
         let builder = crate::fixture(Server::builder().broker_arc(broker));
         let server = configure(builder).build();
+        let routes = routes(&server);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("local address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.clone().serve(listener, async move {
+        let task = tokio::spawn(server.clone().serve_with(listener, routes, async move {
             let _ = stopped.await;
         }));
         Node {
             url: format!("ws://{addr}{}", server.config().path),
+            addr,
             server,
             stop: Some(stop),
             task: Some(task),

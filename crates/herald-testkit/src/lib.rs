@@ -28,14 +28,17 @@
 //! | `readonly/*` | middleware | clients may not publish (`ForbiddenError`) |
 //! | `hist:*` | namespace | history (1,000 publications, 10 min), recovery, presence, join/leave (Herald only) |
 //! | `tiny:*` | namespace | history of 3 publications, recovery (Herald only) |
+//! | `inbox:*` | namespace | history (100), recovery; no client may subscribe nor publish: server-side subscriptions only (Herald only) |
 //!
-//! Beside the fixture: [`broker_conformance`] (what every broker must do),
+//! Beside the fixture: [`api_scenarios`] (the HTTP server API, every
+//! method, on one node or across two), [`broker_conformance`] (what every broker must do),
 //! [`cluster_scenarios`] (recovery, gap repair and presence across nodes),
 //! [`fault_proxy`] (a TCP proxy that delays, blackholes or resets
 //! connections, also as the `herald-fault-proxy` binary, and balances over
 //! several upstreams) and [`rolling_restart`] (two nodes restarted in turn
 //! under subscribed clients and publishers).
 
+pub mod api_scenarios;
 pub mod broker_conformance;
 pub mod cluster_scenarios;
 pub mod fault_proxy;
@@ -266,6 +269,17 @@ pub fn fixture(builder: ServerBuilder) -> ServerBuilder {
                 recover: true,
                 presence: true,
                 join_leave: true,
+                ..ChannelOptions::default()
+            },
+        )
+        .namespace(
+            "inbox",
+            ChannelOptions {
+                history_size: 100,
+                history_ttl: Duration::from_secs(600),
+                recover: true,
+                subscribe: herald::Rule::None,
+                publish: herald::Rule::None,
                 ..ChannelOptions::default()
             },
         )

@@ -39,13 +39,16 @@
 //! * [`socket`]: the [`Socket`] handle given to handlers and middleware.
 //! * [`handler`]: procedures ([`Request`]) and receivers ([`Message`]).
 //! * [`middleware`]: [`Middleware`] and [`PublishOutMiddleware`].
+//! * [`api`]: the HTTP server API for backends (`POST /api/<method>`),
+//!   behind an API key ([`Server::api_router`]).
 //! * [`auth`]: [`AuthEngine`], its [`Key`]s and JWKS ([`JwksOptions`]),
 //!   signing and verifying JWTs, the claims Herald reads.
 //! * `grants` (internal): server-side subscriptions from the token's
 //!   channels claim.
 //! * [`broker`]: the [`Broker`] trait and the in-process [`MemoryBroker`].
-//! * [`cluster`]: messages to users on every node ([`Users`]), node
-//!   announcements ([`NodeInfo`]).
+//! * [`cluster`]: operations on users' sockets on every node ([`Users`]),
+//!   node announcements ([`NodeInfo`]), cluster-wide queries
+//!   ([`Server::cluster_channels`]).
 //! * [`config`]: [`Config`], every timing and limit.
 //! * [`metrics`]: every metric's name and description, and `GET /metrics`
 //!   ([`metrics::Prometheus`]).
@@ -67,6 +70,7 @@
 #![warn(missing_docs)]
 
 mod admission;
+pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod cluster;
@@ -97,7 +101,7 @@ pub use broker::{
     Broker, BrokerError, BrokerSink, BrokerStatus, HistoryPage, HistoryQuery, MemoryBroker,
     Publication, SinkEvent, StreamPosition,
 };
-pub use cluster::{NodeInfo, Users};
+pub use cluster::{ChannelCount, ClusterChannels, NodeInfo, Users};
 pub use config::{Config, UnknownProcedures};
 pub use handler::{Message, Request};
 pub use herald_protocol as protocol;

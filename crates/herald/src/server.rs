@@ -490,6 +490,32 @@ impl Server {
         Ok(crate::metrics::Prometheus::install()?.router())
     }
 
+    /// The HTTP server API for backends, `POST /api/<method>` and
+    /// `GET /api/openapi.json`, behind the key of `options` (see
+    /// [`crate::api`] and docs/api.md). Merge it into the application's
+    /// router; [`Server::serve_with`] takes it as extra routes. Without it,
+    /// the server has no API.
+    pub fn api_router<S: Clone + Send + Sync + 'static>(
+        &self,
+        options: crate::api::ApiOptions,
+    ) -> axum::Router<S> {
+        crate::api::router(self, options)
+    }
+
+    /// The channels with subscribers on every node of the cluster whose
+    /// names match the glob `pattern` (`*`, `?`, `[...]`; `None`: all), at
+    /// most `limit`, first by name, with their subscribers. Waits up to
+    /// `timeout` for the other nodes' answers and names those that did not
+    /// answer.
+    pub async fn cluster_channels(
+        &self,
+        pattern: Option<&str>,
+        limit: usize,
+        timeout: Duration,
+    ) -> Result<crate::cluster::ClusterChannels, crate::cluster::query::PatternError> {
+        cluster::query::channels(&self.0, pattern, limit, timeout).await
+    }
+
     /// Publishes from server code.
     pub fn exchange(&self) -> Exchange {
         Exchange(self.0.clone())

@@ -33,9 +33,11 @@ struct BrokerInfo {
     up: bool,
 }
 
+/// This node and the cluster as it sees it (`GET /herald/info`, the API's
+/// `info`).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Info {
+pub(crate) struct Info {
     node_id: String,
     broker: BrokerInfo,
     sockets: usize,
@@ -64,9 +66,14 @@ async fn ready(State(server): State<Server>) -> Response {
     )
 }
 
-async fn info(State(server): State<Server>) -> Response {
+async fn info_route(State(server): State<Server>) -> Response {
+    json(StatusCode::OK, &info(&server))
+}
+
+/// This node and the cluster's nodes now.
+pub(crate) fn info(server: &Server) -> Info {
     let (name, status) = server.broker_status();
-    let info = Info {
+    Info {
         node_id: server.node_id().to_owned(),
         broker: BrokerInfo {
             name,
@@ -76,14 +83,13 @@ async fn info(State(server): State<Server>) -> Response {
         clients: server.client_count(),
         channels: server.channel_count(),
         nodes: server.nodes(),
-    };
-    json(StatusCode::OK, &info)
+    }
 }
 
 pub(crate) fn router<S: Clone + Send + Sync + 'static>(server: Server) -> axum::Router<S> {
     axum::Router::new()
         .route("/herald/health", get(health))
         .route("/herald/ready", get(ready))
-        .route("/herald/info", get(info))
+        .route("/herald/info", get(info_route))
         .with_state(server)
 }

@@ -12,6 +12,16 @@
 //! gap and no duplicate. On a channel with presence the socket is recorded
 //! (and, with `join_leave`, a join is published).
 //!
+//! The server subscribes a socket on its own authority
+//! ([`ServerInner::subscribe_by_server`]: the HTTP API's `subscribe`, a
+//! token's channels) through the same registry, history and presence
+//! steps, without the subscribe rule and middleware, and tells the client
+//! with a `#herald/subscribed` push. A socket that holds a channel is not
+//! checked again when its client subscribes to it (or reads its history or
+//! presence): that is how a client that keeps no channel it did not ask for
+//! (the official socketcluster-client) takes over a server-side
+//! subscription.
+//!
 //! Unsubscribing (by the client, by `kick_out`, at close) goes through
 //! [`ServerInner::unsubscribe`] so that presence is always cleaned up.
 
@@ -31,7 +41,9 @@ use crate::socket::{Outbound, Socket, SubscribeEnd};
 impl ServerInner {
     /// Whether `socket` may subscribe to `channel` (name, namespace, rule
     /// or a grant of its token, middleware): the check of a subscribe and
-    /// of history and presence reads.
+    /// of history and presence reads. A socket already subscribed to
+    /// `channel` may (whoever subscribed it, the client or the server, was
+    /// allowed to).
     pub(crate) async fn may_subscribe(
         &self,
         socket: &Socket,
@@ -39,6 +51,9 @@ impl ServerInner {
         data: Option<&RawValue>,
     ) -> Result<&Arc<Resolved>, ErrorPayload> {
         let ns = self.channel_options(channel)?;
+        if socket.is_subscribed(channel) {
+            return Ok(ns);
+        }
         let rule = ns.options.subscribe;
         if !rule.allows(socket) && !crate::grants::granted(self, socket, channel) {
             return Err(forbidden(rule, "subscribe to", channel));
@@ -164,6 +179,79 @@ impl ServerInner {
                 position: Some(page.position),
             })));
         self.presence.joined(self, socket, channel, &ns).await;
+    }
+
+    /// Subscribes `socket` to `channel` on the server's authority: the
+    /// channel's name and namespace are checked, its subscribe rule and the
+    /// subscribe middleware are not. The socket's client gets a
+    /// `#herald/subscribed` push (with the stream's position on a channel
+    /// with history, after which the live publications follow without a
+    /// gap), then the channel's publications. Nothing happens to a socket
+    /// already subscribed.
+    pub(crate) async fn subscribe_by_server(
+        &self,
+        socket: &Socket,
+        channel: &str,
+    ) -> Result<(), ErrorPayload> {
+        let ns = self.channel_options(channel)?.clone();
+        if socket.is_subscribed(channel) {
+            return Ok(());
+        }
+        let push = |position: Option<&StreamPosition>| {
+            let data = ext::ServerSubscribed {
+                channel: channel.to_owned(),
+                offset: position.map(|p| p.offset),
+                epoch: position.map(|p| p.epoch.to_string()),
+            };
+            // A channel name, a number and a string.
+            outbound::event(ext::SUBSCRIBED, Some(&data)).expect("a subscribed push encodes")
+        };
+        tracing::trace!(socket = %socket.id(), channel, namespace = %ns.name, "server-side subscribe");
+        let Some(policy) = ns.history.clone() else {
+            self.registry.subscribe(&socket.0, channel).await?;
+            socket.0.enqueue(Outbound::Frame(push(None)));
+            self.presence.joined(self, socket, channel, &ns).await;
+            return Ok(());
+        };
+        let name: Arc<str> = Arc::from(channel);
+        socket.0.enqueue(Outbound::SubscribeBegin(name.clone()));
+        let end = |position: Option<StreamPosition>, reply: Option<bytes::Bytes>| {
+            Outbound::SubscribeEnd(Box::new(SubscribeEnd {
+                channel: name.clone(),
+                recovered: Vec::new(),
+                reply,
+                position,
+            }))
+        };
+        if let Err(e) = self.registry.subscribe(&socket.0, channel).await {
+            socket.0.enqueue(end(None, None));
+            return Err(e);
+        }
+        let query = HistoryQuery {
+            since: None,
+            limit: 0,
+        };
+        let page = match self
+            .registry
+            .broker()
+            .history(channel, &policy, &query)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                self.unsubscribe(socket, channel).await;
+                socket.0.enqueue(end(None, None));
+                return Err(ErrorPayload::new(
+                    names::BROKER,
+                    format!("Failed to subscribe socket to the {channel} channel - {e}"),
+                ));
+            }
+        };
+        self.registry.seed(channel, &page.position);
+        let frame = push(Some(&page.position));
+        socket.0.enqueue(end(Some(page.position), Some(frame)));
+        self.presence.joined(self, socket, channel, &ns).await;
+        Ok(())
     }
 
     /// Unsubscribes `socket` from `channel` (and from its presence).

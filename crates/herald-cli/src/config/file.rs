@@ -236,6 +236,12 @@ pub struct FileConfig {
     /// Development mode (the demo page, a token route): never in production.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev: Option<bool>,
+    /// The HTTP server API's key (see `api`); without one the API is off.
+    #[serde(default, with = "de::secret", skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// Largest HTTP API request body, bytes (needs `api_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_max_body: Option<usize>,
     /// `[channels]`: options of channels without a namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channels: Option<ChannelsSection>,

@@ -14,6 +14,7 @@
 //! printed and must be documented (the docs test says which). See
 //! docs/configuration.md for the reference.
 
+mod api;
 pub mod auth;
 mod channels;
 mod check;

@@ -51,6 +51,8 @@ pub struct ServeSettings {
     pub workers: usize,
     /// Base address of each worker's own status listener.
     pub worker_status_listen: Option<SocketAddr>,
+    /// The HTTP server API, when it has a key.
+    pub api: Option<herald::api::ApiOptions>,
 }
 
 /// A configuration read from every layer.
@@ -198,6 +200,7 @@ fn flags_layer(args: &ServeArgs) -> Layer {
         dev: args.dev.then_some(true),
         workers: args.workers,
         worker_status_listen: args.worker_status_listen,
+        api_key: args.api_key.clone(),
         ..FileConfig::default()
     };
     let mut layer = Layer::default();
@@ -259,6 +262,13 @@ fn settings(file: &FileConfig, layer: &Layer) -> Result<ServeSettings, Vec<Confi
             Default::default()
         }
     };
+    let api = match super::api::options(file) {
+        Ok(api) => api,
+        Err((key, message)) => {
+            fail(key, message);
+            None
+        }
+    };
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -281,6 +291,7 @@ fn settings(file: &FileConfig, layer: &Layer) -> Result<ServeSettings, Vec<Confi
         dev: file.dev.unwrap_or(false),
         workers: file.workers.unwrap_or(1),
         worker_status_listen: file.worker_status_listen,
+        api,
     })
 }
 

@@ -104,6 +104,12 @@ pub mod names {
     /// Publications on a history channel delivered twice by the broker and
     /// dropped.
     pub const HISTORY_DUPLICATES_DROPPED: &str = "herald_history_duplicates_dropped_total";
+    /// HTTP API requests, by method and status.
+    pub const API_REQUESTS: &str = "herald_api_requests_total";
+    /// HTTP API request duration, by method.
+    pub const API_REQUEST_DURATION: &str = "herald_api_request_duration_seconds";
+    /// Commands run inside API batches, by method and outcome.
+    pub const API_BATCH_COMMANDS: &str = "herald_api_batch_commands_total";
 }
 
 use names::*;
@@ -297,6 +303,22 @@ pub const CATALOGUE: &[Metric] = &[
         &[],
         "Publications on a history channel the broker delivered twice; the second was dropped.",
     ),
+    counter_of(
+        API_REQUESTS,
+        &["method", "status"],
+        "HTTP API requests, by method (publish, broadcast, ..., unknown) and HTTP status.",
+    ),
+    Metric {
+        name: API_REQUEST_DURATION,
+        kind: Kind::Histogram,
+        labels: &["method"],
+        help: "Seconds from an HTTP API request's arrival to its response, by method.",
+    },
+    counter_of(
+        API_BATCH_COMMANDS,
+        &["method", "outcome"],
+        "Commands run inside HTTP API batches, by method and outcome (ok, error).",
+    ),
 ];
 
 /// Describes every metric of the [`CATALOGUE`] to the installed recorder
@@ -313,9 +335,10 @@ pub fn describe() {
             (Kind::Counter, Some(u)) => describe_counter!(m.name, u, m.help),
             (Kind::Counter, None) => describe_counter!(m.name, m.help),
             (Kind::Gauge, _) => describe_gauge!(m.name, m.help),
-            // Herald's own histogram (see `latency`): described where it is
-            // rendered.
-            (Kind::Histogram, _) => {}
+            // Herald's own histogram (see `latency`) is described where it
+            // is rendered; the others go through the facade.
+            (Kind::Histogram, _) if m.name == PUBLISH_WRITE_LATENCY => {}
+            (Kind::Histogram, _) => ::metrics::describe_histogram!(m.name, Unit::Seconds, m.help),
         }
     }
 }

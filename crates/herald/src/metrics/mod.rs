@@ -39,7 +39,7 @@ pub(crate) use hot::ServerMetrics;
 pub use latency::{LatencySnapshot, publish_write_latency};
 pub use prometheus::{MetricsError, Prometheus};
 
-use ::metrics::{counter, gauge};
+use ::metrics::{counter, gauge, histogram};
 
 use names::*;
 
@@ -163,6 +163,7 @@ pub fn close_code_label(code: u16) -> &'static str {
         4101 => "4101",
         4102 => "4102",
         4103 => "4103",
+        4104 => "4104",
         _ => "other",
     }
 }
@@ -340,4 +341,36 @@ pub fn broker_history_conflict(broker: &'static str) {
 /// The broker asked the node to resync one channel or all of them.
 pub fn broker_resync(broker: &'static str) {
     counter!(BROKER_RESYNCS, "broker" => broker).increment(1);
+}
+
+// --- HTTP API ------------------------------------------------------------------
+
+/// The label of an HTTP status the API answers (a fixed set).
+fn status_label(status: u16) -> &'static str {
+    match status {
+        200 => "200",
+        400 => "400",
+        401 => "401",
+        403 => "403",
+        404 => "404",
+        405 => "405",
+        413 => "413",
+        422 => "422",
+        500 => "500",
+        503 => "503",
+        _ => "other",
+    }
+}
+
+/// An HTTP API request to `method` (a method name, or `unknown`) was
+/// answered with `status` after `elapsed`.
+pub(crate) fn api_request(method: &'static str, status: u16, elapsed: std::time::Duration) {
+    counter!(API_REQUESTS, "method" => method, "status" => status_label(status)).increment(1);
+    histogram!(API_REQUEST_DURATION, "method" => method).record(elapsed.as_secs_f64());
+}
+
+/// A command of an API batch ran.
+pub(crate) fn api_batch_command(method: &'static str, ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    counter!(API_BATCH_COMMANDS, "method" => method, "outcome" => outcome).increment(1);
 }

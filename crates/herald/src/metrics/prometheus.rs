@@ -13,7 +13,7 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use http::{StatusCode, header};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::latency::publish_write_latency;
 use super::names::PUBLISH_WRITE_LATENCY;
@@ -62,6 +62,12 @@ impl Prometheus {
             return Ok(p.clone());
         }
         let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(super::names::API_REQUEST_DURATION.to_owned()),
+                &super::latency::BOUNDS,
+            )
+            // Refused only for an empty list of buckets.
+            .expect("the latency bounds are not empty")
             .install_recorder()
             .map_err(|_| MetricsError::RecorderInstalled)?;
         describe();

@@ -355,6 +355,45 @@ impl Registry {
             .sum()
     }
 
+    /// The channels with local subscribers that `filter` accepts, with
+    /// their subscriber counts: the first `limit` by name, and whether
+    /// others were left out. Reserved channels are not listed. Holds at most
+    /// `limit` names at a time however many channels the node has.
+    pub(crate) fn channels(
+        &self,
+        filter: &crate::cluster::query::Filter,
+        limit: usize,
+    ) -> (Vec<crate::cluster::ChannelCount>, bool) {
+        let mut kept: std::collections::BinaryHeap<(Arc<str>, usize)> =
+            std::collections::BinaryHeap::new();
+        let mut truncated = false;
+        for shard in self.shards.iter() {
+            let shard = shard.read();
+            for (name, channel) in shard.iter() {
+                if channel.subscribers.is_empty()
+                    || name.starts_with(RESERVED_PREFIX)
+                    || !filter.matches(name)
+                {
+                    continue;
+                }
+                kept.push((name.clone(), channel.subscribers.len()));
+                if kept.len() > limit {
+                    kept.pop();
+                    truncated = true;
+                }
+            }
+        }
+        let channels = kept
+            .into_sorted_vec()
+            .into_iter()
+            .map(|(name, subscribers)| crate::cluster::ChannelCount {
+                channel: name.to_string(),
+                subscribers,
+            })
+            .collect();
+        (channels, truncated)
+    }
+
     /// Subscribes a socket. Returns once the broker delivers the channel to
     /// this node, so that a publication made after the acknowledgement is
     /// never missed.
