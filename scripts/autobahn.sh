@@ -17,7 +17,8 @@
 # 2.7.x, else python2.7 on the PATH). Fails on any case whose behaviour (or
 # close behaviour) is not OK, NON-STRICT or INFORMATIONAL; the 12.* and 13.*
 # cases (permessage-deflate) may be UNIMPLEMENTED: Herald does not offer
-# compression (tokio-websockets has none), and Autobahn reports that so.
+# compression (its codec declines permessage-deflate), and Autobahn reports
+# that so.
 # The report is in target/autobahn/reports/index.html; the summary it
 # prints goes in docs/autobahn.md.
 set -euo pipefail

@@ -79,6 +79,10 @@ pub struct ServeArgs {
     /// tokens do not survive a restart.
     #[arg(long)]
     pub auth_secret: Option<String>,
+    /// URL of a JWKS (an identity provider's keys) whose keys verify
+    /// tokens; refreshed periodically and on an unknown `kid`.
+    #[arg(long, value_name = "URL")]
+    pub auth_jwks_url: Option<String>,
     /// Key of the HTTP server API (`POST /api/...`, see docs/api.md);
     /// without one the API is off.
     #[arg(long)]
@@ -238,6 +242,17 @@ pub async fn serve(
     if let Some(n) = settings.max_auth_token {
         builder = builder.max_auth_token(n);
     }
+    if !settings.auth_leeway.is_zero() {
+        builder = builder.auth_leeway(settings.auth_leeway);
+    }
+    let jwks = settings.auth.jwks.is_some();
+    if let Some(engine) = settings
+        .auth
+        .engine()
+        .map_err(|problems| anyhow::anyhow!("{}", problems[0].1))?
+    {
+        builder = builder.auth(engine);
+    }
     let broker = brokers::connect(&settings.broker)
         .await
         .with_context(|| format!("cannot start broker {}", settings.broker))?;
@@ -251,6 +266,20 @@ pub async fn serve(
     let server = customize(builder)
         .try_build()
         .context("invalid configuration")?;
+    if jwks {
+        // The first fetch runs already; say how it went without holding up
+        // the start (tokens wait for it, bounded by auth_jwks_timeout).
+        let server = server.clone();
+        tokio::spawn(async move {
+            let url = server.auth().jwks_options().map(|o| o.url().to_owned());
+            match server.auth().jwks_ready().await {
+                Ok(keys) => tracing::info!(url, keys, "JWKS loaded"),
+                Err(e) => {
+                    tracing::warn!(url, error = %e, "JWKS not loaded yet; retrying (tokens of its keys are refused meanwhile)")
+                }
+            }
+        });
+    }
     let mut routes = if settings.dev {
         dev::router(&server)
     } else {

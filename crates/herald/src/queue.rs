@@ -24,13 +24,25 @@
 //! Items stay counted until the writer has written them, so a batch stuck
 //! in a blocked write is inside the bound too.
 //!
-//! The channel is tokio's unbounded MPSC: the bounds are kept here, in
-//! bytes, which a channel counting slots cannot do.
+//! **Memory.** The queue itself is a `VecDeque` under a mutex, beside the
+//! counters: it allocates with its first item, not when the socket opens
+//! (tokio's MPSC channel allocated a block of 32 slots, about 1.5 KiB, for
+//! every socket up front), and [`QueueRx::trim`] gives back an empty
+//! queue's room once the socket is idle (the connection task calls it on
+//! its ping timer), so a busy socket keeps its room between bursts and an
+//! idle one holds none. The bounds are kept here, in bytes, which a
+//! channel counting slots cannot do. The mutex is held only to push or pop
+//! (never across an `.await`); a sender wakes the connection task only
+//! when it waits for an item.
 
+use std::collections::VecDeque;
+use std::future::poll_fn;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Poll, Waker};
 
-use tokio::sync::{Notify, mpsc};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
 
 use crate::socket::Outbound;
 
@@ -79,7 +91,8 @@ impl Outbound {
     }
 }
 
-/// The counters shared by the senders and the connection task.
+/// The queue and its counters, shared by the senders and the connection
+/// task.
 #[derive(Debug)]
 pub(crate) struct QueueState {
     bounds: Bounds,
@@ -88,6 +101,17 @@ pub(crate) struct QueueState {
     reply_bytes: AtomicUsize,
     /// Wakes a reader paused on queued replies.
     drained: Notify,
+    items: Mutex<Items>,
+}
+
+/// What the mutex guards.
+#[derive(Debug, Default)]
+struct Items {
+    queue: VecDeque<Outbound>,
+    /// The connection task, waiting for an item.
+    waker: Option<Waker>,
+    /// The receiving side is gone: nothing is queued any more.
+    closed: bool,
 }
 
 /// Why an item was not queued.
@@ -102,14 +126,22 @@ pub(crate) enum Refused {
 /// The sending side, kept in the socket's shared state.
 #[derive(Debug)]
 pub(crate) struct QueueTx {
-    tx: mpsc::UnboundedSender<Outbound>,
     state: Arc<QueueState>,
 }
 
+/// The receiving side, the connection task's. Dropping it closes the
+/// queue and drops what it holds.
+#[derive(Debug)]
+pub(crate) struct QueueRx {
+    state: Arc<QueueState>,
+}
+
+/// Nothing is queued.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Empty;
+
 /// Creates a queue with `bounds`.
-pub(crate) fn queue(
-    bounds: Bounds,
-) -> (QueueTx, mpsc::UnboundedReceiver<Outbound>, Arc<QueueState>) {
+pub(crate) fn queue(bounds: Bounds) -> (QueueTx, QueueRx, Arc<QueueState>) {
     let bounds = Bounds {
         bytes: bounds.bytes.max(1),
         frames: bounds.frames.max(1),
@@ -120,16 +152,73 @@ pub(crate) fn queue(
         delivery_frames: AtomicUsize::new(0),
         reply_bytes: AtomicUsize::new(0),
         drained: Notify::new(),
+        items: Mutex::new(Items::default()),
     });
-    let (tx, rx) = mpsc::unbounded_channel();
     (
         QueueTx {
-            tx,
             state: state.clone(),
         },
-        rx,
+        QueueRx {
+            state: state.clone(),
+        },
         state,
     )
+}
+
+impl QueueRx {
+    /// The next item, waiting for one.
+    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
+        poll_fn(|cx| {
+            let mut items = self.state.items.lock();
+            if let Some(item) = items.queue.pop_front() {
+                return Poll::Ready(Some(item));
+            }
+            match &items.waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => items.waker = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// The next item, if one is queued.
+    pub(crate) fn try_recv(&mut self) -> Result<Outbound, Empty> {
+        self.state.items.lock().queue.pop_front().ok_or(Empty)
+    }
+
+    /// Gives back the room of an empty queue (see the module docs).
+    pub(crate) fn trim(&mut self) {
+        let mut items = self.state.items.lock();
+        if items.queue.is_empty() && items.queue.capacity() > 0 {
+            items.queue = VecDeque::new();
+        }
+    }
+
+    /// Bytes allocated for queued items (for tests).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        self.state.items.lock().queue.capacity()
+    }
+}
+
+impl Drop for QueueRx {
+    fn drop(&mut self) {
+        let dropped = {
+            let mut items = self.state.items.lock();
+            items.closed = true;
+            items.waker = None;
+            std::mem::take(&mut items.queue)
+        };
+        // Dropped items leave the bounds (outside the lock: dropping a
+        // publication may free its frame).
+        let mut taken = Taken::default();
+        for item in &dropped {
+            taken.add(item);
+        }
+        drop(dropped);
+        taken.release(&self.state);
+    }
 }
 
 impl QueueTx {
@@ -152,10 +241,21 @@ impl QueueTx {
                 }
             }
         }
-        self.tx.send(item).map_err(|e| {
-            s.release(e.0.class(), 1, cost);
-            Refused::Closed
-        })
+        let class = item.class();
+        let waker = {
+            let mut items = s.items.lock();
+            if items.closed {
+                drop(items);
+                s.release(class, 1, cost);
+                return Err(Refused::Closed);
+            }
+            items.queue.push_back(item);
+            items.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        Ok(())
     }
 }
 
@@ -309,6 +409,55 @@ mod tests {
         taken.release(&state);
         assert!(!state.replies_backlogged());
         waiter.await.unwrap();
+    }
+
+    #[test]
+    fn the_queue_allocates_with_its_first_item_and_trim_gives_it_back() {
+        let (tx, mut rx, _state) = queue(Bounds {
+            bytes: 1000,
+            frames: 100,
+        });
+        assert_eq!(rx.capacity(), 0, "nothing allocated for an idle socket");
+        for _ in 0..10 {
+            tx.send(frame(10)).unwrap();
+        }
+        assert!(rx.capacity() >= 10);
+        rx.trim();
+        assert!(rx.capacity() >= 10, "items are still queued");
+        while rx.try_recv().is_ok() {}
+        // The room stays between bursts...
+        assert!(rx.capacity() >= 10);
+        // ...until the socket is idle.
+        rx.trim();
+        assert_eq!(rx.capacity(), 0);
+        assert!(matches!(rx.try_recv(), Err(Empty)));
+    }
+
+    #[tokio::test]
+    async fn a_waiting_receiver_is_woken() {
+        let (tx, mut rx, _state) = queue(Bounds {
+            bytes: 1000,
+            frames: 100,
+        });
+        let waiter = tokio::spawn(async move { rx.recv().await.map(|i| i.cost()) });
+        tokio::task::yield_now().await;
+        tx.send(frame(7)).unwrap();
+        assert_eq!(waiter.await.unwrap(), Some(7));
+    }
+
+    #[test]
+    fn dropping_the_receiver_drops_what_is_queued() {
+        let (tx, rx, state) = queue(Bounds {
+            bytes: 100,
+            frames: 10,
+        });
+        tx.send(frame(30)).unwrap();
+        tx.send(reply(200)).unwrap();
+        assert!(state.replies_backlogged());
+        drop(rx);
+        assert_eq!(state.delivery_bytes(), 0);
+        assert!(!state.replies_backlogged());
+        assert_eq!(tx.send(frame(1)), Err(Refused::Closed));
     }
 
     #[test]

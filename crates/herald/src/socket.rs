@@ -140,7 +140,9 @@ pub(crate) struct AuthState {
 pub struct RequestInfo {
     /// Request URI (path and query).
     pub uri: http::Uri,
-    /// Request headers.
+    /// Request headers, but those of the WebSocket handshake itself
+    /// (`Upgrade`, `Connection`, `Sec-WebSocket-Key`, `-Version` and
+    /// `-Extensions`), which every socket would otherwise carry for nothing.
     pub headers: http::HeaderMap,
     /// Peer address, when the server knows it.
     pub remote_addr: Option<SocketAddr>,

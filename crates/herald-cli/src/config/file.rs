@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::auth::AuthKeySection;
 use super::channels::{ChannelsSection, NamespaceSection, set_some};
 use super::de::{self, NamespaceName};
 use super::hooks::HooksSection;
@@ -56,6 +57,41 @@ pub struct FileConfig {
     /// Longest accepted auth token, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_auth_token: Option<usize>,
+    /// `[[auth_keys]]`: the keys tokens are signed and verified with (the
+    /// first that can sign issues the server's tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_keys: Option<Vec<AuthKeySection>>,
+    /// Clock leeway on `exp` and `nbf`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_leeway: Option<Duration>,
+    /// URL of a JWKS whose keys verify tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_jwks_url: Option<String>,
+    /// Longest time between two JWKS refreshes.
+    #[serde(
+        default,
+        with = "de::positive_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_jwks_refresh: Option<Duration>,
+    /// Shortest time between two JWKS fetches.
+    #[serde(
+        default,
+        with = "de::positive_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_jwks_min_refresh: Option<Duration>,
+    /// Timeout of one JWKS fetch.
+    #[serde(
+        default,
+        with = "de::positive_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub auth_jwks_timeout: Option<Duration>,
     /// Server ping interval.
     #[serde(
         default,
@@ -156,6 +192,10 @@ pub struct FileConfig {
     /// Token claim naming the user of a socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_claim: Option<String>,
+    /// Token claim listing the channels the server subscribes the socket
+    /// to (empty: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels_claim: Option<String>,
     /// Node id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
@@ -244,6 +284,7 @@ macro_rules! server_fields {
             auth_default_expiry,
             announce_interval,
             user_claim,
+            channels_claim,
             presence_ttl,
             unknown_procedures
         )

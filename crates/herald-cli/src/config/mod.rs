@@ -2,8 +2,9 @@
 //! `HERALD_` environment variables and the flags, in that order of
 //! precedence, over the defaults.
 //!
-//! One module per concern: `file` and `channels` are the schema (the
-//! structs every other part derives from), `de` the value adapters and
+//! One module per concern: `file`, `channels` and `auth` (`[[auth_keys]]`)
+//! are the schema (the structs every other part derives from; `auth` also
+//! makes the keys and JWKS settings into the server's auth engine), `de` the value adapters and
 //! their checks, `keys` the key tree read from the schema, `check` reads a
 //! file with the line of every error, `env` the variables, `layer` a set of
 //! keys with their origins and the merge, `resolve` the precedence and the
@@ -14,6 +15,7 @@
 //! docs/configuration.md for the reference.
 
 mod api;
+pub mod auth;
 mod channels;
 mod check;
 pub mod de;

@@ -49,6 +49,7 @@ pub fn effective(resolved: &Resolved) -> toml::Table {
     file.log_format = Some(s.log_format);
     file.dev = Some(s.dev);
     file.workers = Some(s.workers);
+    super::auth::show_defaults(&mut file, s);
     file.max_auth_token = Some(
         s.max_auth_token
             .unwrap_or(herald::auth::DEFAULT_MAX_TOKEN_LEN),

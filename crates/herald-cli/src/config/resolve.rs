@@ -37,6 +37,10 @@ pub struct ServeSettings {
     pub auth_issuer: Vec<String>,
     /// Longest accepted auth token, bytes (default 8 KiB).
     pub max_auth_token: Option<usize>,
+    /// Clock leeway on `exp` and `nbf` (default none).
+    pub auth_leeway: std::time::Duration,
+    /// The keys and JWKS (`[[auth_keys]]`, `auth_jwks_url`).
+    pub auth: super::auth::AuthSettings,
     /// Certificate chain and key files, when serving TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
     /// Log format on standard error.
@@ -184,6 +188,7 @@ fn flags_layer(args: &ServeArgs) -> Layer {
         listen: args.listen,
         path: args.path.clone(),
         auth_secret: args.auth_secret.clone(),
+        auth_jwks_url: args.auth_jwks_url.clone(),
         ping_interval: args.ping_interval,
         ping_timeout: args.ping_timeout,
         max_payload: args.max_payload,
@@ -245,6 +250,18 @@ fn settings(file: &FileConfig, layer: &Layer) -> Result<ServeSettings, Vec<Confi
             None
         }
     };
+    // The keys are loaded (files read, pairs checked) so that a bad key is
+    // an error of the configuration, not of the start.
+    let auth = super::auth::AuthSettings::from_file(file).and_then(|a| a.engine().map(|_| a));
+    let auth = match auth {
+        Ok(auth) => auth,
+        Err(problems) => {
+            for (key, message) in problems {
+                fail(key, message);
+            }
+            Default::default()
+        }
+    };
     let api = match super::api::options(file) {
         Ok(api) => api,
         Err((key, message)) => {
@@ -267,6 +284,8 @@ fn settings(file: &FileConfig, layer: &Layer) -> Result<ServeSettings, Vec<Confi
         auth_audience: file.auth_audience.clone().unwrap_or_default(),
         auth_issuer: file.auth_issuer.clone().unwrap_or_default(),
         max_auth_token: file.max_auth_token,
+        auth_leeway: super::auth::leeway(file),
+        auth,
         tls,
         log_format: file.log_format.unwrap_or_default(),
         dev: file.dev.unwrap_or(false),

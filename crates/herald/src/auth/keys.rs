@@ -34,8 +34,8 @@ pub(crate) const ALL: [Algorithm; 12] = [
     Algorithm::EdDSA,
 ];
 
-/// The JOSE name of an algorithm.
-pub(crate) fn algorithm_name(a: Algorithm) -> &'static str {
+/// The JOSE name of an algorithm (`HS256`, ..., `EdDSA`).
+pub fn algorithm_name(a: Algorithm) -> &'static str {
     match a {
         Algorithm::HS256 => "HS256",
         Algorithm::HS384 => "HS384",

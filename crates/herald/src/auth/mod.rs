@@ -27,10 +27,11 @@ mod verify;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, Header, Validation};
+use jsonwebtoken::{Header, Validation};
 use serde_json::{Map, Value};
 
 pub use error::{AuthError, TokenError};
+pub use jsonwebtoken::Algorithm;
 pub use jwks::{JwksError, JwksOptions};
 pub use keys::Key;
 pub(crate) use time::unix_now;

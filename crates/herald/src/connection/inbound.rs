@@ -37,7 +37,7 @@ impl Conn {
     }
 
     /// A message from the peer (text or binary).
-    pub(super) async fn on_message(&mut self, msg: tokio_websockets::Message) -> Flow {
+    pub(super) async fn on_message(&mut self, msg: crate::transport::ws::Message) -> Flow {
         match msg.as_text() {
             Some(text) => self.on_text(text).await,
             None => self.on_malformed("binary frame"),

@@ -39,14 +39,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use futures_util::{SinkExt, StreamExt};
 use herald_protocol::error::ErrorPayload;
 use herald_protocol::{Cid, close, outbound};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::{Instant, sleep};
-use tokio_websockets::{CloseCode, Message, Payload, WebSocketStream};
+use tokio::time::{Instant, sleep_until};
 
 use crate::admission::{Admitted, Slot};
 use crate::auth::unix_now;
@@ -54,6 +52,7 @@ use crate::cluster::user_channel;
 use crate::queue::{Bounds, queue};
 use crate::server::ServerInner;
 use crate::socket::{RequestInfo, Socket, SocketShared, SocketState};
+use crate::transport::ws::{Message, WebSocket, WsError};
 use auth::check_token_expiry;
 
 use limits::{Allowance, Throttle};
@@ -62,6 +61,9 @@ use writer::Out;
 /// How long a closing socket waits for its close frame to go out and for the
 /// peer's acknowledgement.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The server's ping (`""`), shared by every socket.
+static PING: bytes::Bytes = bytes::Bytes::from_static(outbound::PING.as_bytes());
 
 /// What to do after handling a frame.
 enum Flow {
@@ -119,7 +121,7 @@ fn start(mut conn: Conn, work: Work) -> Job {
 /// Runs one socket until it closes. `admitted` holds the socket's place in
 /// the node's connection limits until it is dropped, with the socket.
 pub(crate) async fn run<S>(
-    mut ws: WebSocketStream<S>,
+    mut ws: WebSocket<S>,
     request: Arc<RequestInfo>,
     server: Arc<ServerInner>,
     admitted: Admitted,
@@ -153,28 +155,29 @@ pub(crate) async fn run<S>(
     };
     let mut out = Out::new(shared, socket, server.clone(), rx, bounds);
     let (conn, code, reason) = drive(conn, &mut ws, &mut out).await;
-    conn.finish(code, reason).await;
+    Box::pin(conn.finish(code, reason)).await;
     drop(admitted);
 }
 
 /// The task's loop; returns the inbound state (once no job holds it) and the
 /// close code and reason.
-async fn drive<S>(conn: Conn, ws: &mut WebSocketStream<S>, out: &mut Out) -> (Conn, u16, String)
+async fn drive<S>(conn: Conn, ws: &mut WebSocket<S>, out: &mut Out) -> (Conn, u16, String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let shared = conn.shared.clone();
     let server = conn.server.clone();
     let cfg = &server.config;
-    // A zero period would make the interval panic.
+    // One timer for the pings and the liveness deadline (the handshake
+    // timeout, then the pong timeout): it fires at the earlier of the two.
+    // Pings start with the handshake.
     let ping_interval = cfg.ping_interval.max(Duration::from_millis(1));
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_interval, ping_interval);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let liveness = sleep(cfg.handshake_timeout);
-    tokio::pin!(liveness);
-    let token_expiry = sleep(Duration::ZERO);
-    tokio::pin!(token_expiry);
-    let mut expiry_armed = false;
+    let mut next_ping: Option<Instant> = None;
+    let mut deadline = Instant::now() + cfg.handshake_timeout;
+    let timer = sleep_until(deadline);
+    tokio::pin!(timer);
+    // The token's expiry timer, allocated for sockets whose token expires.
+    let mut token_expiry: Option<Pin<Box<tokio::time::Sleep>>> = None;
     let mut peer_close: Option<(u16, String)> = None;
     let mut handshaken = false;
     let mut was_handshaken = false;
@@ -212,10 +215,14 @@ where
                     // A slow consumer's queue is dropped; otherwise the
                     // replies of procedures still running (the one that
                     // asked for the disconnect, say) and what was queued go
-                    // out first, within the close grace period.
+                    // out first, within the close grace period. (Boxed, as
+                    // every rare path here: the task's future stays small.)
                     if code != close::SLOW_CONSUMER {
-                        let _ = tokio::time::timeout(CLOSE_GRACE, shared.wait_idle()).await;
-                        out.drain(ws).await;
+                        Box::pin(async {
+                            let _ = tokio::time::timeout(CLOSE_GRACE, shared.wait_idle()).await;
+                            out.drain(ws).await;
+                        })
+                        .await;
                     }
                     break (code, reason, true);
                 }
@@ -224,8 +231,11 @@ where
                 // Draining: in-flight replies go out, then the client is
                 // told to reconnect (to another node, or to this one once
                 // it is back).
-                let _ = tokio::time::timeout(cfg.drain_timeout, shared.wait_idle()).await;
-                out.drain(ws).await;
+                Box::pin(async {
+                    let _ = tokio::time::timeout(cfg.drain_timeout, shared.wait_idle()).await;
+                    out.drain(ws).await;
+                })
+                .await;
                 break (close::SERVICE_RESTART, close::reason(close::SERVICE_RESTART).into(), true);
             }
             done = async { job.as_mut().expect("guarded").await }, if job.is_some() => {
@@ -235,7 +245,7 @@ where
                 idle = Some(conn);
                 last_inbound = Instant::now();
                 if let Flow::Close(code, reason) = flow {
-                    out.drain(ws).await;
+                    Box::pin(out.drain(ws)).await;
                     break (code, reason, true);
                 }
             }
@@ -256,26 +266,34 @@ where
             msg = ws.next(), if reading => match msg {
                 Some(Ok(msg)) => {
                     last_inbound = Instant::now();
-                    if msg.is_text() || msg.is_binary() {
-                        let conn = idle.take().expect("no job is running");
-                        job = Some(start(conn, Work::Message(msg)));
-                    } else if let Some((code, reason)) = msg.as_close() {
-                        peer_close = Some((u16::from(code), reason.to_owned()));
+                    match msg {
+                        Message::Close(code, reason) => {
+                            peer_close = Some((code.unwrap_or(1005), reason));
+                        }
+                        msg if msg.is_data() => {
+                            let conn = idle.take().expect("no job is running");
+                            job = Some(start(conn, Work::Message(msg)));
+                        }
+                        _ => {}
                     }
                 }
                 Some(Err(e)) => {
                     let (code, reason) = match &e {
-                        tokio_websockets::Error::PayloadTooLong { .. } => {
+                        WsError::TooBig { .. } => {
                             crate::metrics::limit_violation(crate::metrics::Limit::MessageSize);
                             (close::MESSAGE_TOO_BIG, close::reason(close::MESSAGE_TOO_BIG).to_owned())
                         }
-                        tokio_websockets::Error::Protocol(_) => (close::PROTOCOL_ERROR, e.to_string()),
-                        _ => (1006, e.to_string()),
+                        WsError::Protocol(_) | WsError::InvalidUtf8 => {
+                            (e.close_code().unwrap_or(close::PROTOCOL_ERROR), e.to_string())
+                        }
+                        WsError::Closed | WsError::Io(_) => (1006, e.to_string()),
                     };
                     // The codec queued its close frame: let it go out.
-                    let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
-                    let _ = tokio::time::timeout(CLOSE_GRACE, async {
-                        while let Some(Ok(_)) = ws.next().await {}
+                    Box::pin(async {
+                        let _ = tokio::time::timeout(CLOSE_GRACE, ws.flush()).await;
+                        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+                            while let Some(Ok(_)) = ws.next().await {}
+                        }).await;
                     }).await;
                     break (code, reason, false);
                 }
@@ -284,31 +302,42 @@ where
                     break (code, reason, false);
                 }
             },
-            _ = ping.tick(), if handshaken => {
-                let sent = tokio::time::timeout(cfg.write_timeout, ws.send(Message::text(Payload::from(outbound::PING)))).await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    break (1006, "failed to write ping".into(), false);
-                }
-            }
-            _ = &mut liveness => {
-                if job.is_some() {
-                    // The peer is not read while its message is handled:
-                    // its silence is ours.
-                    liveness.as_mut().reset(Instant::now() + cfg.ping_timeout);
-                } else if !handshaken {
-                    crate::metrics::handshake_refused(crate::metrics::Refusal::Timeout);
-                    break (close::HANDSHAKE_TIMEOUT, close::reason(close::HANDSHAKE_TIMEOUT).into(), true);
-                } else {
-                    let deadline = last_inbound + cfg.ping_timeout;
-                    if Instant::now() >= deadline {
-                        crate::metrics::pong_timeout();
-                        break (close::PONG_TIMEOUT, close::reason(close::PONG_TIMEOUT).into(), true);
+            _ = &mut timer => {
+                let now = Instant::now();
+                if next_ping.is_some_and(|at| now >= at) {
+                    // The next ping one interval after this one, however
+                    // late this one is.
+                    next_ping = Some(now + ping_interval);
+                    // Once per ping interval: an idle socket gives back the
+                    // room its last burst left.
+                    out.trim();
+                    let sent = writer::bounded(cfg.write_timeout, ws.send_text(std::slice::from_ref(&PING))).await;
+                    if !matches!(sent, Some(Ok(()))) {
+                        break (1006, "failed to write ping".into(), false);
                     }
-                    liveness.as_mut().reset(deadline);
                 }
+                if now >= deadline {
+                    if job.is_some() {
+                        // The peer is not read while its message is
+                        // handled: its silence is ours.
+                        deadline = now + cfg.ping_timeout;
+                    } else if !handshaken {
+                        crate::metrics::handshake_refused(crate::metrics::Refusal::Timeout);
+                        break (close::HANDSHAKE_TIMEOUT, close::reason(close::HANDSHAKE_TIMEOUT).into(), true);
+                    } else {
+                        // Checked lazily: a frame received moves
+                        // `last_inbound`, not the timer.
+                        deadline = last_inbound + cfg.ping_timeout;
+                        if now >= deadline {
+                            crate::metrics::pong_timeout();
+                            break (close::PONG_TIMEOUT, close::reason(close::PONG_TIMEOUT).into(), true);
+                        }
+                    }
+                }
+                timer.as_mut().reset(next_ping.map_or(deadline, |p| p.min(deadline)));
             }
-            _ = &mut token_expiry, if expiry_armed => {
-                expiry_armed = false;
+            _ = async { token_expiry.as_mut().expect("guarded").await }, if token_expiry.is_some() => {
+                token_expiry = None;
                 check_token_expiry(&shared);
             }
             _ = &mut auth_changed => {
@@ -319,10 +348,13 @@ where
                         let left = Duration::from_secs(exp.saturating_sub(now));
                         // JWT `exp` is inclusive to the second: expire just
                         // after it passes.
-                        token_expiry.as_mut().reset(Instant::now() + left + Duration::from_millis(1));
-                        expiry_armed = true;
+                        let at = Instant::now() + left + Duration::from_millis(1);
+                        match token_expiry.as_mut() {
+                            Some(timer) => timer.as_mut().reset(at),
+                            None => token_expiry = Some(Box::pin(tokio::time::sleep_until(at))),
+                        }
                     }
-                    None => expiry_armed = false,
+                    None => token_expiry = None,
                 }
                 sync_pending = true;
             }
@@ -331,12 +363,14 @@ where
             // Just completed the handshake: pings start now, and from now on
             // the liveness deadline is the pong timeout.
             was_handshaken = true;
-            ping.reset();
-            liveness.as_mut().reset(last_inbound + cfg.ping_timeout);
+            let first_ping = Instant::now() + ping_interval;
+            next_ping = Some(first_ping);
+            deadline = last_inbound + cfg.ping_timeout;
+            timer.as_mut().reset(first_ping.min(deadline));
         }
     };
     let (code, reason) = if send_close {
-        close_ws(ws, code, reason).await
+        Box::pin(close_ws(ws, code, reason)).await
     } else {
         (code, reason)
     };
@@ -411,16 +445,6 @@ fn to_value(raw: Option<&RawValue>) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// A close code that can be sent (reserved codes become 1000).
-fn close_code(code: u16) -> Option<CloseCode> {
-    Some(
-        CloseCode::try_from(code)
-            .ok()
-            .filter(|c| !c.is_reserved())
-            .unwrap_or(CloseCode::NORMAL_CLOSURE),
-    )
-}
-
 /// A close reason cut to the 123 bytes a close frame can carry.
 fn truncate_reason(mut reason: String) -> String {
     if reason.len() > 123 {
@@ -435,16 +459,12 @@ fn truncate_reason(mut reason: String) -> String {
 
 /// Sends a close frame and waits (briefly) for the peer's acknowledgement,
 /// so that unread input does not turn the close into a reset.
-async fn close_ws<S>(ws: &mut WebSocketStream<S>, code: u16, reason: String) -> (u16, String)
+async fn close_ws<S>(ws: &mut WebSocket<S>, code: u16, reason: String) -> (u16, String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let reason = truncate_reason(reason);
-    let _ = tokio::time::timeout(
-        CLOSE_GRACE,
-        ws.send(Message::close(close_code(code), &reason)),
-    )
-    .await;
+    let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(code, &reason)).await;
     let _ = tokio::time::timeout(CLOSE_GRACE, async {
         while let Some(Ok(_)) = ws.next().await {}
     })
@@ -455,6 +475,43 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The future every socket's task carries, for an in-memory stream (a
+    /// real socket's stream, hyper's `Upgraded`, is 40 bytes larger).
+    #[tokio::test]
+    async fn the_connection_task_is_small() {
+        let server = crate::Server::builder().build();
+        let (io, _peer) = tokio::io::duplex(64);
+        let admitted = server
+            .0
+            .admission
+            .admit(&http::HeaderMap::new(), None)
+            .expect("admitted");
+        let request = Arc::new(RequestInfo {
+            uri: http::Uri::default(),
+            headers: http::HeaderMap::new(),
+            remote_addr: None,
+        });
+        let task = run(
+            WebSocket::new(io, 1024),
+            request,
+            server.0.clone(),
+            admitted,
+        );
+        let size = std::mem::size_of_val(&task);
+        println!("connection task future: {size} bytes");
+        println!(
+            "  parts: Sleep {}, Interval {}, Notified {}, cancelled {}, Conn {}, Out {}, WebSocket {}",
+            std::mem::size_of::<tokio::time::Sleep>(),
+            std::mem::size_of::<tokio::time::Interval>(),
+            std::mem::size_of::<tokio::sync::futures::Notified<'static>>(),
+            std::mem::size_of::<tokio_util::sync::WaitForCancellationFuture<'static>>(),
+            std::mem::size_of::<Conn>(),
+            std::mem::size_of::<Out>(),
+            std::mem::size_of::<WebSocket<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>>(),
+        );
+        assert!(size <= 4096, "{size} bytes");
+    }
 
     #[test]
     fn socket_ids_are_20_url_safe_chars() {

@@ -19,24 +19,25 @@
 //! history to live.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
 use herald_protocol::outbound;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
-use tokio_websockets::{Message, Payload, WebSocketStream};
 
 use super::CLOSE_GRACE;
 use crate::broker::{MessageKind, Publication, StreamPosition};
 use crate::middleware::PublishOut;
-use crate::queue::{Bounds, Taken};
+use crate::queue::{Bounds, QueueRx, Taken};
 use crate::scratch::{Pool, Scratch};
 use crate::server::ServerInner;
 use crate::socket::{Notice, Outbound, Socket, SocketShared, SubscribeEnd};
+use crate::transport::ws::WebSocket;
 
 /// Most frames written per flush.
 pub(super) const MAX_BATCH: usize = 512;
@@ -46,6 +47,8 @@ pub(super) const MAX_BATCH_BYTES: usize = 256 * 1024;
 thread_local! {
     /// This thread's vectors for what a batch writes (`crate::scratch`).
     static READY: Pool<Ready> = const { std::cell::RefCell::new(Vec::new()) };
+    /// This thread's vectors for the frames a batch hands the codec.
+    static FRAMES: Pool<Bytes> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// What to write for one queued item.
@@ -235,7 +238,7 @@ impl Writer {
 /// publish-out middleware needs.
 pub(super) struct Out {
     writer: Writer,
-    rx: mpsc::UnboundedReceiver<Outbound>,
+    rx: QueueRx,
     shared: Arc<SocketShared>,
     socket: Socket,
     server: Arc<ServerInner>,
@@ -246,7 +249,7 @@ impl Out {
         shared: Arc<SocketShared>,
         socket: Socket,
         server: Arc<ServerInner>,
-        rx: mpsc::UnboundedReceiver<Outbound>,
+        rx: QueueRx,
         bounds: Bounds,
     ) -> Self {
         Self {
@@ -256,6 +259,11 @@ impl Out {
             socket,
             server,
         }
+    }
+
+    /// Gives back the room of an empty queue (called while idle).
+    pub(super) fn trim(&mut self) {
+        self.rx.trim();
     }
 
     /// The next queued item (never `None` while the socket lives: its
@@ -268,7 +276,7 @@ impl Out {
     /// flush.
     pub(super) async fn write_batch<S>(
         &mut self,
-        ws: &mut WebSocketStream<S>,
+        ws: &mut WebSocket<S>,
         first: Outbound,
     ) -> Result<(), String>
     where
@@ -282,7 +290,7 @@ impl Out {
 
     async fn write_taken<S>(
         &mut self,
-        ws: &mut WebSocketStream<S>,
+        ws: &mut WebSocket<S>,
         first: Outbound,
         taken: &mut Taken,
     ) -> Result<(), String>
@@ -317,6 +325,7 @@ impl Out {
         let (mut frames, mut bytes) = (0u64, 0u64);
         let result = {
             let work = async {
+                let mut out = Scratch::take(&FRAMES);
                 for r in ready.iter() {
                     let frame = match r {
                         Ready::Frame(f) => Some(f.clone()),
@@ -325,32 +334,22 @@ impl Out {
                     if let Some(frame) = frame {
                         frames += 1;
                         bytes += frame.len() as u64;
-                        ws.feed(Message::text(Payload::from(frame)))
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        out.push(frame);
                     }
                 }
-                ws.flush().await.map_err(|e| e.to_string())
+                ws.send_text(&out).await.map_err(|e| e.to_string())
             };
-            tokio::pin!(work);
-            // Most batches complete without blocking: arm the write timer (a
-            // timer-wheel registration) only for a write that has to wait.
-            if let std::task::Poll::Ready(r) = futures_util::poll!(&mut work) {
-                r
-            } else {
-                // A write blocked on a peer that does not read: meanwhile
-                // its queue stays within its bounds (this batch is counted
-                // until written), so memory is bounded however long it
-                // waits; past `write_timeout` the connection is dropped (as
-                // a slow consumer if its queue overflowed meanwhile).
-                match tokio::time::timeout(write_timeout, work).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        // A peer that took nothing for this long is a slow
-                        // consumer, whether or not its queue overflowed.
-                        self.shared.condemn_slow_consumer();
-                        Err(format!("write blocked for more than {write_timeout:?}"))
-                    }
+            // A write blocked on a peer that does not read: meanwhile its
+            // queue stays within its bounds (this batch is counted until
+            // written), so memory is bounded however long it waits; past
+            // `write_timeout` the connection is dropped.
+            match bounded(write_timeout, work).await {
+                Some(r) => r,
+                None => {
+                    // A peer that took nothing for this long is a slow
+                    // consumer, whether or not its queue overflowed.
+                    self.shared.condemn_slow_consumer();
+                    Err(format!("write blocked for more than {write_timeout:?}"))
                 }
             }
         };
@@ -365,7 +364,7 @@ impl Out {
     }
 
     /// Writes whatever is queued, within the close grace period.
-    pub(super) async fn drain<S>(&mut self, ws: &mut WebSocketStream<S>)
+    pub(super) async fn drain<S>(&mut self, ws: &mut WebSocket<S>)
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -402,6 +401,24 @@ impl Out {
             }
         }
     }
+}
+
+/// `f`, unless it takes longer than `limit` (`None`). Most writes complete
+/// without waiting: the timer (a timer-wheel registration, and a box kept
+/// out of the task's future) is set up only for one that has to wait.
+pub(super) async fn bounded<F: Future>(limit: Duration, f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    if let Poll::Ready(v) = futures_util::poll!(f.as_mut()) {
+        return Some(v);
+    }
+    let mut timer = Box::pin(tokio::time::sleep(limit));
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+            return Poll::Ready(Some(v));
+        }
+        timer.as_mut().poll(cx).map(|()| None)
+    })
+    .await
 }
 
 #[cfg(test)]

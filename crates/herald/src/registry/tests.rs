@@ -10,7 +10,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
-use tokio::sync::mpsc;
 
 use crate::broker::{
     Broker, BrokerError, BrokerSink, HistoryPage, HistoryPolicy, HistoryQuery, Publication,
@@ -96,7 +95,7 @@ fn server(fake: &Arc<FakeBroker>) -> Server {
         .build()
 }
 
-fn socket(server: &Server, key: u64) -> (Arc<SocketShared>, mpsc::UnboundedReceiver<Outbound>) {
+fn socket(server: &Server, key: u64) -> (Arc<SocketShared>, crate::queue::QueueRx) {
     let (tx, rx, state) = crate::queue::queue(crate::queue::Bounds {
         bytes: 1 << 20,
         frames: 64,
@@ -128,7 +127,7 @@ fn positioned(offset: u64) -> Arc<Publication> {
     ))
 }
 
-fn offsets(rx: &mut mpsc::UnboundedReceiver<Outbound>) -> VecDeque<u64> {
+fn offsets(rx: &mut crate::queue::QueueRx) -> VecDeque<u64> {
     let mut got = VecDeque::new();
     while let Ok(item) = rx.try_recv() {
         if let Outbound::Publication(p) = item {
@@ -250,7 +249,7 @@ async fn publications_reach_every_subscriber_and_gaps_are_repaired_from_history(
 }
 
 /// The offsets of the next `n` publications queued on `rx` (bounded wait).
-async fn next_offsets(rx: &mut mpsc::UnboundedReceiver<Outbound>, n: usize) -> Vec<u64> {
+async fn next_offsets(rx: &mut crate::queue::QueueRx, n: usize) -> Vec<u64> {
     let mut got = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), async {
         while got.len() < n {

@@ -1,12 +1,12 @@
 //! The WebSocket transport: the HTTP upgrade and the WebSocket codec.
 //!
 //! The upgrade is served by axum/hyper, so Herald mounts as one route of an
-//! application's router; the upgraded connection is then framed by
-//! `tokio-websockets`, chosen over tungstenite for its small per-connection
-//! footprint (no fixed 128 KiB read buffer) and vectored batched writes (see
-//! docs/architecture.md for the measurements). The handshake response is
-//! built here (RFC 6455 §4.2.2) because tokio-websockets' own `accept` wants
-//! the raw stream, not a request hyper already parsed.
+//! application's router; the upgraded connection is then framed by Herald's
+//! own codec ([`ws`]: no per-socket buffer while a socket is idle, vectored
+//! batched writes; its module docs say why no library would do). The
+//! handshake response is built here (RFC 6455 §4.2.2).
+
+pub(crate) mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +21,8 @@ use herald_protocol::close;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use hyper_util::rt::TokioIo;
 use sha1::{Digest, Sha1};
-use tokio_websockets::{Config as WsConfig, Limits};
+
+use ws::WebSocket;
 
 use crate::admission::Refused;
 use crate::server::Server;
@@ -68,10 +69,22 @@ fn owned_uri(uri: &http::Uri) -> http::Uri {
         .unwrap_or_default()
 }
 
-/// A copy of the headers that owns its bytes (see [`owned_uri`]).
+/// Headers of the WebSocket handshake itself: they mean nothing once the
+/// socket is open, and every socket would carry them.
+fn handshake_header(name: &header::HeaderName) -> bool {
+    name == header::UPGRADE
+        || name == header::CONNECTION
+        || name == header::SEC_WEBSOCKET_KEY
+        || name == header::SEC_WEBSOCKET_VERSION
+        || name == header::SEC_WEBSOCKET_EXTENSIONS
+}
+
+/// A copy of the headers that owns its bytes (see [`owned_uri`]), without
+/// those of the handshake.
 fn owned_headers(headers: &HeaderMap) -> HeaderMap {
-    let mut owned = HeaderMap::with_capacity(headers.len());
-    for (name, value) in headers {
+    let kept = headers.keys().filter(|n| !handshake_header(n)).count();
+    let mut owned = HeaderMap::with_capacity(kept);
+    for (name, value) in headers.iter().filter(|(n, _)| !handshake_header(n)) {
         let name = header::HeaderName::from_bytes(name.as_str().as_bytes());
         let copy = HeaderValue::from_bytes(value.as_bytes());
         if let (Ok(name), Ok(mut copy)) = (name, copy) {
@@ -135,17 +148,14 @@ fn switching_protocols(accept: String) -> Response {
 }
 
 /// The WebSocket codec over an upgraded connection, as every Herald socket
-/// gets it: 16 KiB write batching, inbound messages bounded by
-/// `max_payload`. The test-only echo endpoint uses this very function, so
-/// the Autobahn suite tests exactly this stack.
+/// gets it: inbound messages bounded by `max_payload`. The test-only echo
+/// endpoint uses this very function, so the Autobahn suite tests exactly
+/// this stack.
 fn websocket(
     upgraded: hyper::upgrade::Upgraded,
     max_payload: usize,
-) -> tokio_websockets::WebSocketStream<TokioIo<hyper::upgrade::Upgraded>> {
-    tokio_websockets::ServerBuilder::new()
-        .config(WsConfig::default().flush_threshold(16 * 1024))
-        .limits(Limits::default().max_payload_len(Some(max_payload)))
-        .serve(TokioIo::new(upgraded))
+) -> WebSocket<TokioIo<hyper::upgrade::Upgraded>> {
+    WebSocket::new(TokioIo::new(upgraded), max_payload)
 }
 
 async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
@@ -216,8 +226,6 @@ async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
 /// upgrade's status or headers: the upgrade is accepted and the socket
 /// closed at once with 1013 and `retry after N`.
 fn refuse_browser(server: &Server, req: &mut Request, accept: String, secs: u64) -> Response {
-    use futures_util::{SinkExt as _, StreamExt as _};
-
     let on_upgrade = hyper::upgrade::on(req);
     let max_payload = server.0.config.max_payload;
     server.0.tasks.spawn(async move {
@@ -226,12 +234,8 @@ fn refuse_browser(server: &Server, req: &mut Request, accept: String, secs: u64)
         };
         let mut ws = websocket(upgraded, max_payload);
         let reason = close::retry_after_reason(secs);
-        let close = tokio_websockets::Message::close(
-            Some(tokio_websockets::CloseCode::SERVICE_OVERLOAD),
-            &reason,
-        );
         let grace = Duration::from_secs(1);
-        let _ = tokio::time::timeout(grace, ws.send(close)).await;
+        let _ = tokio::time::timeout(grace, ws.close(1013, &reason)).await;
         let _ =
             tokio::time::timeout(grace, async { while let Some(Ok(_)) = ws.next().await {} }).await;
     });
@@ -245,7 +249,7 @@ fn refuse_browser(server: &Server, req: &mut Request, accept: String, secs: u64)
 /// suite (`scripts/autobahn.sh`); `herald serve` never routes it.
 #[cfg(feature = "test-echo")]
 pub fn echo_router(path: &str, max_payload: usize) -> axum::Router {
-    use futures_util::{SinkExt, StreamExt};
+    use ws::{Message, OpCode};
 
     async fn echo(State(max_payload): State<usize>, mut req: Request) -> Response {
         let accept = match check_upgrade(req.headers()) {
@@ -260,7 +264,12 @@ pub fn echo_router(path: &str, max_payload: usize) -> axum::Router {
             let mut ws = websocket(upgraded, max_payload);
             while let Some(Ok(message)) = ws.next().await {
                 // Pings are answered and closes echoed by the codec itself.
-                if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                let sent = match message {
+                    Message::Text(t) => ws.send(OpCode::Text, &[bytes::Bytes::from(t)]).await,
+                    Message::Binary(b) => ws.send(OpCode::Binary, &[b]).await,
+                    _ => Ok(()),
+                };
+                if sent.is_err() {
                     break;
                 }
             }
@@ -275,6 +284,26 @@ pub fn echo_router(path: &str, max_payload: usize) -> axum::Router {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn handshake_headers_are_not_kept() {
+        let mut h = http::HeaderMap::new();
+        h.insert(http::header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(http::header::CONNECTION, "Upgrade".parse().unwrap());
+        h.insert(
+            http::header::SEC_WEBSOCKET_KEY,
+            "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+        );
+        h.insert(http::header::SEC_WEBSOCKET_VERSION, "13".parse().unwrap());
+        h.insert(http::header::COOKIE, "a=1".parse().unwrap());
+        h.append(http::header::COOKIE, "b=2".parse().unwrap());
+        h.insert("x-app", "yes".parse().unwrap());
+        let owned = super::owned_headers(&h);
+        assert_eq!(owned.len(), 3);
+        assert_eq!(owned.get_all(http::header::COOKIE).iter().count(), 2);
+        assert_eq!(owned["x-app"], "yes");
+        assert!(owned.get(http::header::SEC_WEBSOCKET_KEY).is_none());
+    }
+
     #[test]
     fn accept_key_matches_rfc6455_example() {
         assert_eq!(
