@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// A plain socketcluster-server@20 for benchmarks: default options (no auth
-// key, no middleware, no procedures), the WebSocket endpoint on
+// A plain socketcluster-server@20 for benchmarks: default options (no
+// middleware, no procedures; the auth key from HERALD_AUTH_SECRET when set),
+// the WebSocket endpoint on
 // /socketcluster/, listening on 127.0.0.1.
 //
 // Usage: node bench/sc-server.js [PORT]     (or PORT=... in the environment;
@@ -27,7 +28,14 @@ const httpServer = http.createServer((req, res) => {
   res.writeHead(404);
   res.end();
 });
-const agServer = socketClusterServer.attach(httpServer, {path: '/socketcluster/'});
+// The auth key tokens are verified with: the secret herald-bench gives a
+// server it starts (HERALD_AUTH_SECRET), so that `conns` can authenticate its
+// sockets here as on Herald; without it socketcluster-server draws one.
+const authKey = process.env.HERALD_AUTH_SECRET;
+const agServer = socketClusterServer.attach(httpServer, {
+  path: '/socketcluster/',
+  ...(authKey ? {authKey} : {}),
+});
 
 // Report server errors; per-socket warnings (closed sockets...) are expected
 // during storms and stay silent.

@@ -184,6 +184,14 @@ START=$(date +%s)
 
 selected() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
 
+# Arguments a server needs for a scenario beyond the shared ones: ws-floor
+# has no auth, so its idle sockets are anonymous (Herald's and
+# socketcluster-server's carry a token each: herald-bench gives the servers it
+# starts the secret as HERALD_AUTH_SECRET).
+server_args() { # label scenario
+  if [ "$1" = ws-floor ] && [ "$2" = conns ]; then echo "--no-auth"; fi
+}
+
 run_one() { # label cmd args...
   local label=$1 cmd=$2; shift 2
   wait_quiet
@@ -209,7 +217,7 @@ for run in $(seq 1 "$RUNS"); do
       label=${ORDER[$(( (i + run - 1) % 3 ))]}
       has_server "$label" || continue
       # shellcheck disable=SC2086
-      run_one "$label" "$(server_cmd "$label")" $args
+      run_one "$label" "$(server_cmd "$label")" $args $(server_args "$label" "$name")
     done
   done
 done

@@ -59,6 +59,9 @@ pub struct Harness {
     pub server: Option<ManagedServer>,
     /// The command template, for restarts.
     pub template: Option<String>,
+    /// Environment variables given to the started server (and to it again
+    /// on a restart).
+    env: Vec<(String, String)>,
     log: Option<PathBuf>,
 }
 
@@ -68,20 +71,32 @@ pub const SERVER_READY_TIMEOUT: Duration = Duration::from_secs(30);
 impl Harness {
     /// Starts the server (`--server-cmd`) or points at a running one (`--url`).
     pub async fn open(c: &Common) -> anyhow::Result<Self> {
+        Self::open_with(c, Vec::new()).await
+    }
+
+    /// [`Harness::open`], adding `env` to a started server's environment
+    /// (ignored for a running one).
+    pub async fn open_with(c: &Common, env: Vec<(String, String)>) -> anyhow::Result<Self> {
         match (&c.server_cmd, &c.url) {
             (Some(cmd), _) => {
                 let port = match c.port {
                     Some(p) => p,
                     None => free_port().context("no free port")?,
                 };
-                let server =
-                    ManagedServer::start(cmd, port, c.server_log.as_deref(), SERVER_READY_TIMEOUT)
-                        .await?;
+                let server = ManagedServer::start(
+                    cmd,
+                    port,
+                    &env,
+                    c.server_log.as_deref(),
+                    SERVER_READY_TIMEOUT,
+                )
+                .await?;
                 Ok(Self {
                     target: Target::local(port, &c.path),
                     pid: Some(server.pid()),
                     server: Some(server),
                     template: Some(cmd.clone()),
+                    env,
                     log: c.server_log.clone(),
                 })
             }
@@ -90,6 +105,7 @@ impl Harness {
                 pid: c.server_pid,
                 server: None,
                 template: None,
+                env: Vec::new(),
                 log: None,
             }),
             (None, None) => {
@@ -111,9 +127,14 @@ impl Harness {
             .template
             .clone()
             .context("restarting needs --server-cmd")?;
-        let fresh =
-            ManagedServer::start(&template, port, self.log.as_deref(), SERVER_READY_TIMEOUT)
-                .await?;
+        let fresh = ManagedServer::start(
+            &template,
+            port,
+            &self.env,
+            self.log.as_deref(),
+            SERVER_READY_TIMEOUT,
+        )
+        .await?;
         let listening = Instant::now();
         self.pid = Some(fresh.pid());
         self.server = Some(fresh);

@@ -11,6 +11,15 @@
 //! that `herald serve --workers N` is measured whole: RSS and CPU are the
 //! sums over the supervisor and every worker ([`sample_tree`]).
 //!
+//! Every connection authenticates in its handshake, with a token of its own
+//! (`sub` = `bench-user-INDEX`, HS256, see [`crate::auth`]): a production
+//! socket carries its token, claims and user-index entry, and so does the
+//! measured one. The server must report each socket authenticated. The
+//! secret is `--auth-secret` (or `HERALD_AUTH_SECRET`); when the bench
+//! starts the server (`--server-cmd`) without one, it draws a random secret
+//! and gives it to the server as `HERALD_AUTH_SECRET`. `--no-auth` opens
+//! anonymous sockets instead (for a server without auth).
+//!
 //! With `--hold D` the connections then stay idle for D (the server pings
 //! them meanwhile), and the server side's CPU over the hold is reported;
 //! every connection must still be open at the end. With `--check`, one
@@ -62,6 +71,14 @@ pub struct ConnsArgs {
     /// Give up waiting for the check publications after this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
     pub check_timeout: Duration,
+    /// HS256 secret the server verifies tokens with (Herald's
+    /// `auth_secret`). Default with --server-cmd: a random one, given to
+    /// the started server as HERALD_AUTH_SECRET.
+    #[arg(long, env = crate::auth::SECRET_ENV, hide_env_values = true, conflicts_with = "no_auth")]
+    pub auth_secret: Option<String>,
+    /// Open anonymous sockets: no token in the handshake.
+    #[arg(long)]
+    pub no_auth: bool,
 }
 
 impl ConnsArgs {
@@ -87,6 +104,9 @@ pub struct ConnsResult {
     pub connections: usize,
     /// Channels.
     pub channels: u32,
+    /// Whether every connection authenticated with a token of its own.
+    #[serde(default)]
+    pub authenticated: bool,
     /// Worker processes.
     pub workers: usize,
     /// Server RSS before, MiB.
@@ -178,13 +198,32 @@ pub async fn run(args: &ConnsArgs) -> anyhow::Result<ConnsResult> {
     if args.connections == 0 {
         bail!("--connections must be at least 1");
     }
-    let harness = Harness::open(&args.common).await?;
-    let result = run_with(args, &harness).await;
+    let (secret, env) = match (&args.auth_secret, args.no_auth) {
+        (_, true) => (None, Vec::new()),
+        (Some(s), false) => (Some(s.clone()), Vec::new()),
+        (None, false) if args.common.server_cmd.is_some() => {
+            let s = crate::auth::random_secret();
+            (
+                Some(s.clone()),
+                vec![(crate::auth::SECRET_ENV.to_owned(), s)],
+            )
+        }
+        (None, false) => bail!(
+            "conns authenticates its sockets: give the server's secret with --auth-secret \
+             (or HERALD_AUTH_SECRET), or use --no-auth"
+        ),
+    };
+    let harness = Harness::open_with(&args.common, env).await?;
+    let result = run_with(args, &harness, secret).await;
     harness.close().await;
     result
 }
 
-async fn run_with(args: &ConnsArgs, harness: &Harness) -> anyhow::Result<ConnsResult> {
+async fn run_with(
+    args: &ConnsArgs,
+    harness: &Harness,
+    auth_secret: Option<String>,
+) -> anyhow::Result<ConnsResult> {
     let pid = harness
         .pid
         .context("conns needs the server's PID (--server-pid or --server-cmd)")?;
@@ -202,6 +241,7 @@ async fn run_with(args: &ConnsArgs, harness: &Harness) -> anyhow::Result<ConnsRe
         backoff_max: Duration::from_secs(2),
         deadline: args.default_deadline() + Duration::from_secs(60),
         verify_from: 1,
+        auth_secret,
     };
     let listen_before = listen_counters();
     let s0 = sample_tree(pid)?;
@@ -217,6 +257,7 @@ async fn run_with(args: &ConnsArgs, harness: &Harness) -> anyhow::Result<ConnsRe
         label: args.common.label.clone(),
         connections: n,
         channels: cfg.channels,
+        authenticated: cfg.auth_secret.is_some(),
         workers: parts.len(),
         rss_before_mib: before as f64 / 1024.0,
         rss_after_mib: m.after as f64 / 1024.0,

@@ -26,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cli;
 pub mod common;
 pub mod conns;

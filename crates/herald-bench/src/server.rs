@@ -30,12 +30,13 @@ pub struct ManagedServer {
 }
 
 impl ManagedServer {
-    /// Starts `template` with `{port}` replaced and waits until the port
-    /// accepts connections (at most `ready_timeout`). Output goes to `log`
-    /// (appended) or nowhere.
+    /// Starts `template` with `{port}` replaced, with `env` added to its
+    /// environment, and waits until the port accepts connections (at most
+    /// `ready_timeout`). Output goes to `log` (appended) or nowhere.
     pub async fn start(
         template: &str,
         port: u16,
+        env: &[(String, String)],
         log: Option<&Path>,
         ready_timeout: Duration,
     ) -> anyhow::Result<Self> {
@@ -54,6 +55,7 @@ impl ManagedServer {
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(format!("exec {command}"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

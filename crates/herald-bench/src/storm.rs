@@ -186,6 +186,7 @@ async fn run_with(args: &StormArgs, harness: &mut Harness) -> anyhow::Result<Sto
         backoff_max: args.backoff_max,
         deadline: args.default_deadline() + Duration::from_secs(60),
         verify_from: 2,
+        auth_secret: None,
     };
     let pool = Pool::spawn(&cfg, &parts)?;
     let result = async {

@@ -48,6 +48,10 @@ pub enum WireError {
         /// The error object as JSON text.
         error: String,
     },
+    /// The handshake succeeded but the server did not accept the auth token
+    /// (its `authError`, as JSON text).
+    #[error("the server did not accept the auth token: {0}")]
+    Unauthenticated(String),
     /// A step did not complete in time.
     #[error("timed out during {0}")]
     Timeout(&'static str),
@@ -168,6 +172,16 @@ pub async fn request(
     cid: u64,
     what: &'static str,
 ) -> Result<(), WireError> {
+    request_data(ws, frame, cid, what).await.map(drop)
+}
+
+/// [`request`], returning the reply's data as JSON text (`None`: no data).
+pub async fn request_data(
+    ws: &mut Ws,
+    frame: Bytes,
+    cid: u64,
+    what: &'static str,
+) -> Result<Option<String>, WireError> {
     ws.send(text(frame)).await?;
     loop {
         let msg = match ws.next().await {
@@ -186,7 +200,7 @@ pub async fn request(
             continue;
         };
         for packet in parsed.into_packets() {
-            if let Ok(Packet::Response { rid, error, .. }) = packet
+            if let Ok(Packet::Response { rid, error, data }) = packet
                 && rid.as_u64() == Some(cid)
             {
                 return match error {
@@ -194,7 +208,7 @@ pub async fn request(
                         what,
                         error: e.get().to_owned(),
                     }),
-                    None => Ok(()),
+                    None => Ok(data.map(|d| d.get().to_owned())),
                 };
             }
         }
@@ -203,8 +217,32 @@ pub async fn request(
 
 /// The SocketCluster handshake (no auth token), with call id 1.
 pub async fn handshake(ws: &mut Ws) -> Result<(), WireError> {
-    let frame = outbound::handshake_request(&Cid::from(1), None);
-    request(ws, frame, 1, "handshake").await
+    handshake_with(ws, None).await
+}
+
+/// The handshake with call id 1, sending `token` as its `authToken` when
+/// given: the server must then report the socket authenticated
+/// (`isAuthenticated: true`), or the token counts as refused.
+pub async fn handshake_with(ws: &mut Ws, token: Option<&str>) -> Result<(), WireError> {
+    let frame = outbound::handshake_request(&Cid::from(1), token);
+    let data = request_data(ws, frame, 1, "handshake").await?;
+    if token.is_none() {
+        return Ok(());
+    }
+    let status: serde_json::Value = data
+        .as_deref()
+        .and_then(|d| serde_json::from_str(d).ok())
+        .unwrap_or_default();
+    if status["isAuthenticated"] == true {
+        Ok(())
+    } else {
+        Err(WireError::Unauthenticated(
+            status.get("authError").map_or_else(
+                || "isAuthenticated is not true".to_owned(),
+                |e| e.to_string(),
+            ),
+        ))
+    }
 }
 
 /// Subscribes to `channel` with call id `cid` and waits for the ack.
@@ -232,9 +270,22 @@ pub async fn connect_subscribed_with(
     channel: Option<&str>,
     timeout: Duration,
 ) -> Result<Ws, WireError> {
+    connect_authenticated(target, source, recv_buffer, None, channel, timeout).await
+}
+
+/// [`connect_subscribed_with`], authenticating with `token` in the
+/// handshake when given (see [`handshake_with`]).
+pub async fn connect_authenticated(
+    target: &Target,
+    source: Option<IpAddr>,
+    recv_buffer: Option<u32>,
+    token: Option<&str>,
+    channel: Option<&str>,
+    timeout: Duration,
+) -> Result<Ws, WireError> {
     let work = async {
         let mut ws = connect_with(target, source, recv_buffer).await?;
-        handshake(&mut ws).await?;
+        handshake_with(&mut ws, token).await?;
         if let Some(channel) = channel {
             subscribe(&mut ws, channel, 2).await?;
         }

@@ -46,8 +46,9 @@ use tokio::process::{Child, Command};
 use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep};
 
+use crate::auth;
 use crate::common::{Progress, mono_ns, raise_nofile_limit};
-use crate::wire::{self, Stamp, Target, Ws};
+use crate::wire::{self, Stamp, Target, WireError, Ws};
 use herald_protocol::{Cid, outbound};
 use serde_json::value::RawValue;
 
@@ -85,11 +86,20 @@ pub struct WorkerArgs {
     /// Exit after this long whatever happens.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10m")]
     pub deadline: Duration,
+    /// Authenticate every client in its handshake with a token of its own
+    /// (`sub` = `bench-user-INDEX`) signed with this HS256 secret. Given in
+    /// the environment by the controller, not on the command line.
+    #[arg(long, env = WORKER_SECRET_ENV, hide_env_values = true)]
+    pub auth_secret: Option<String>,
     /// Count a check publication from the client's Nth subscription on (1:
     /// its first connection; 2: only once it came back after a drop).
     #[arg(long, default_value_t = 2)]
     pub verify_from: u32,
 }
+
+/// The environment variable through which the controller gives its
+/// workers the auth secret.
+pub const WORKER_SECRET_ENV: &str = "HERALD_BENCH_AUTH_SECRET";
 
 /// The backoff cap before reconnection attempt `attempt` (0 first):
 /// `min(max, initial × 2^attempt)`.
@@ -155,10 +165,16 @@ async fn client(
     let mut subscribes = 0u32;
     let mut attempt = 0u32;
     let mut verified = false;
+    let token = args
+        .auth_secret
+        .as_deref()
+        .map(|secret| auth::token(secret, &auth::subject(index), auth::unix_now()));
     loop {
-        let r = wire::connect_subscribed(
+        let r = wire::connect_authenticated(
             &target,
             Some(args.source),
+            None,
+            token.as_deref(),
             Some(&channel),
             args.connect_timeout,
         )
@@ -177,6 +193,14 @@ async fn client(
                 idle(ws, &channel, counts, &mut verified, &c).await;
                 c.subscribed.fetch_sub(1, Relaxed);
                 c.drops.fetch_add(1, Relaxed);
+            }
+            Err(WireError::Unauthenticated(why)) => {
+                // A wrong secret fails every client alike: no point retrying.
+                say(&format!(
+                    "fatal client {index}: the server did not accept its auth token ({why}); \
+                     give the server's secret (--auth-secret) or use --no-auth"
+                ));
+                std::process::exit(1);
             }
             Err(e) => {
                 let n = c.failed.fetch_add(1, Relaxed);
@@ -352,6 +376,9 @@ pub struct PoolConfig {
     /// The subscription from which check publications count (`storm`: 2,
     /// `conns`: 1).
     pub verify_from: u32,
+    /// The HS256 secret each client's token is signed with (`None`: the
+    /// clients do not authenticate).
+    pub auth_secret: Option<String>,
 }
 
 impl Pool {
@@ -382,6 +409,8 @@ impl Pool {
                     &humantime::format_duration(cfg.deadline).to_string(),
                 ])
                 .args(["--verify-from", &cfg.verify_from.to_string()])
+                .env_remove(WORKER_SECRET_ENV)
+                .envs(cfg.auth_secret.as_ref().map(|s| (WORKER_SECRET_ENV, s)))
                 .stdin(Stdio::piped())
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())

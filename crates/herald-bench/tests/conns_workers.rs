@@ -1,5 +1,6 @@
 //! The 100,000-socket demonstration (scripts/bench-100k.sh) small enough for
-//! the suite: 2,000 handshaken, subscribed sockets from two client
+//! the suite: 2,000 handshaken, authenticated (a token each, signed with the
+//! secret the bench gives the server it starts), subscribed sockets from two client
 //! processes (two loopback source addresses) against `herald serve
 //! --workers 2` over Redis (a random prefix), held idle with pings every
 //! second, every one open at the end; one publication on every channel
@@ -72,6 +73,10 @@ fn sockets_held_across_two_workers_all_alive_and_reached_by_a_publication() {
     assert_eq!(
         r["server_processes"], 3,
         "the supervisor and two workers: {r}"
+    );
+    assert_eq!(
+        r["authenticated"], true,
+        "every socket authenticated with a token of its own: {r}"
     );
     assert_eq!(r["alive"], 2000, "{r}");
     assert_eq!(r["drops"], 0, "{r}");

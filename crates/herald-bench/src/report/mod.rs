@@ -219,6 +219,16 @@ impl Outcome {
             Outcome::Conns(r) => {
                 row(
                     &mut s,
+                    "auth",
+                    if r.authenticated {
+                        "a token per socket (HS256, sub of its own)"
+                    } else {
+                        "none (anonymous sockets)"
+                    }
+                    .to_owned(),
+                );
+                row(
+                    &mut s,
                     "memory/connection",
                     format!(
                         "{:.2} KiB  ({:.0} bytes; RSS {:.1} → {:.1} MiB)",
