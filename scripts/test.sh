@@ -58,6 +58,9 @@ cargo test --workspace --doc --locked
 log "compatibility suite: official socketcluster-client against herald serve"
 (cd tests/node && npm test)
 
+log "HTTP API against its OpenAPI document: schemathesis on herald serve (scripts/api-conformance.sh)"
+HERALD_BIN=target/debug/herald scripts/api-conformance.sh
+
 log "TypeScript client (clients/ts): npm ci, typecheck, build, demo bundle up to date, unit, Node and browser tests"
 (cd clients/ts && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error &&
   npm run typecheck && npm run build && npm run check:demo &&

@@ -43,6 +43,7 @@ pub(super) async fn history_remove(api: &Api, p: ChannelParams) -> Result<Empty,
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Position {
+    #[serde(deserialize_with = "super::integer::deserialize")]
     offset: u64,
     epoch: String,
 }
@@ -51,7 +52,7 @@ struct Position {
 #[serde(deny_unknown_fields)]
 pub(super) struct HistoryParams {
     channel: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::integer::option")]
     limit: Option<usize>,
     #[serde(default)]
     since: Option<Position>,
