@@ -8,12 +8,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 example=examples/backend-python
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  echo "installing python3-venv (apt)"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3-venv
-fi
 if [ ! -x "$example/.venv/bin/python" ]; then
-  python3 -m venv "$example/.venv"
+  if ! python3 -m venv "$example/.venv"; then
+    # Debian's python3 makes venvs only with python3-venv.
+    rm -rf "$example/.venv"
+    echo "installing python3-venv (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends python3-venv
+    python3 -m venv "$example/.venv"
+  fi
 fi
 "$example/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$example/requirements.txt"
 node --test --test-concurrency=1 "$example/test/"
