@@ -288,6 +288,7 @@ let bobLobby;
 test('a socket connects with its token: authenticated, seen by the connect hook, its personal channel granted', async () => {
   adaToken = await login('ada', 'lovelace');
   ada = client(adaToken);
+  const grants = collect(ada.receiver('#herald/subscribed'));
   const status = await withTimeout(ada.listener('connect').once(), WAIT_MS, 'ada to connect');
   assert.equal(status.isAuthenticated, true);
   assert.equal(ada.authState, 'authenticated');
@@ -295,8 +296,10 @@ test('a socket connects with its token: authenticated, seen by the connect hook,
   const seen = await (await fetch(`${backendUrl}/connected`)).json();
   assert.ok(seen.ada.includes(ada.id), `the connect hook saw ${ada.id}: ${JSON.stringify(seen)}`);
 
-  // user:ada comes from the token's channels claim: the client's subscribe is
-  // answered at once, and the backend's publication there arrives.
+  // user:ada comes from the token's channels claim: the server subscribed
+  // the socket and says so; the client's own subscribe is answered at once,
+  // and the backend's publication there arrives.
+  assert.deepEqual(await grants.next(() => true, 'the #herald/subscribed push'), {channel: 'user:ada'});
   const personal = await subscribed(ada, 'user:ada');
   const r = await post('/announce', {channel: 'user:ada', text: 'your parcel is here'}, ada.signedAuthToken);
   assert.equal(r.status, 200, JSON.stringify(r.body));
