@@ -50,6 +50,16 @@ async fn user_operations_on_one_node() {
 }
 
 #[tokio::test]
+async fn user_operations_reach_every_socket_of_the_user_on_one_node() {
+    bounded(async {
+        let node = one_node().await;
+        scenarios::users_everywhere(&node, &node).await;
+        node.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn presence_channels_and_info_on_one_node() {
     bounded(async {
         let node = one_node().await;
