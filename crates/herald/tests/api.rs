@@ -257,7 +257,7 @@ async fn callers_mistakes_are_4xx_with_their_code() {
 /// encoders write every number) are integers, as docs/openapi.yaml's
 /// `integer` says (JSON Schema counts them); found by
 /// scripts/api-conformance.sh, where they were refused with 400. A fraction
-/// is still refused.
+/// is still refused. `null` optional params are absent ones.
 #[tokio::test]
 async fn integers_written_with_a_zero_fraction_are_integers() {
     bounded(async {
@@ -279,6 +279,14 @@ async fn integers_written_with_a_zero_fraction_are_integers() {
             )
             .await;
         assert_eq!(r["publications"], json!([{ "offset": 2, "data": 2 }]), "{r}");
+        // null is an absent optional param.
+        let r = api
+            .ok(
+                "history",
+                json!({ "channel": channel, "limit": null, "since": null, "reverse": null }),
+            )
+            .await;
+        assert_eq!(r["publications"].as_array().map(Vec::len), Some(3), "{r}");
         let r = api.ok("channels", json!({ "limit": 5.0 })).await;
         assert_eq!(r["truncated"], false, "{r}");
         api.ok("disconnect", json!({ "user": "nobody", "code": 4500.0 }))
