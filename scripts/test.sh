@@ -3,7 +3,8 @@
 # Debian packages (Node.js, redis-server, nats-server) and the services the
 # broker tests use (scripts/services.sh), the pinned npm packages (npm ci), then formatting,
 # lints, the Rust suites (unit, integration, doc tests) and the compatibility
-# suite driven by the official socketcluster-client, and the TypeScript
+# suite driven by the official socketcluster-client, the example backend in
+# Python (examples/backend-python), and the TypeScript
 # client's suites (clients/ts). Nothing is skipped: a
 # missing tool is installed or the run fails.
 set -euo pipefail
@@ -52,11 +53,17 @@ FUZZ_PROFILE=dev scripts/fuzz.sh 20000 --seed "${HERALD_FUZZ_SEED:-1}" --progres
 log "Autobahn WebSocket suite, every case, on the debug build (scripts/autobahn.sh; summary in docs/autobahn.md)"
 AUTOBAHN_PROFILE=dev scripts/autobahn.sh full
 
+log "example backend in Python (examples/backend-python, scripts/example-backend.sh): app.py against herald serve"
+scripts/example-backend.sh
+
 log "doc tests"
 cargo test --workspace --doc --locked
 
 log "compatibility suite: official socketcluster-client against herald serve"
 (cd tests/node && npm test)
+
+log "HTTP API against its OpenAPI document: schemathesis on herald serve (scripts/api-conformance.sh)"
+HERALD_BIN=target/debug/herald scripts/api-conformance.sh
 
 log "TypeScript client (clients/ts): npm ci, typecheck, build, demo bundle up to date, unit, Node and browser tests"
 (cd clients/ts && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --loglevel=error &&

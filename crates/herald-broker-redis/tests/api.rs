@@ -59,6 +59,18 @@ async fn user_operations_across_nodes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_operations_reach_every_socket_of_the_user_across_nodes() {
+    init_tracing();
+    within(LIMIT, "user operations on sockets of both nodes", async {
+        let (a, b) = two_nodes().await;
+        scenarios::users_everywhere(&a, &b).await;
+        a.stop().await;
+        b.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_channels_and_info_across_nodes() {
     init_tracing();
     within(LIMIT, "presence and channels across nodes", async {

@@ -7,13 +7,8 @@ mod common;
 use std::process::Stdio;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const KEYS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../herald/tests/testdata/keys");
 
@@ -36,53 +31,9 @@ fn sign(alg: Algorithm, pem_file: &str, kid: &str, claims: &Value) -> String {
     jsonwebtoken::encode(&header, claims, &key).unwrap()
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
-/// The next text frame that is not a ping.
-async fn next_frame(ws: &mut Ws) -> Value {
-    loop {
-        let msg = within("a frame", ws.next())
-            .await
-            .expect("socket open")
-            .expect("read frame");
-        match msg.as_text() {
-            Some("") => continue,
-            Some(text) => return serde_json::from_str(text).expect("JSON frame"),
-            None => panic!("unexpected message {msg:?}"),
-        }
-    }
-}
-
-async fn request(ws: &mut Ws, frame: Value) -> Value {
-    let cid = frame["cid"].clone();
-    ws.send(Message::text(frame.to_string())).await.unwrap();
-    loop {
-        let reply = next_frame(ws).await;
-        if reply.get("rid") == Some(&cid) {
-            return reply;
-        }
-    }
-}
-
 /// Connects and handshakes with `token`; the socket and the reply data.
-async fn handshake(herald: &Herald, token: &str) -> (Ws, Value) {
-    let (mut ws, _) = within(
-        "the WebSocket upgrade",
-        ClientBuilder::from_uri(herald.url("127.0.0.1").parse().unwrap()).connect(),
-    )
-    .await
-    .expect("connect to herald");
-    let reply = request(
-        &mut ws,
-        json!({"event": "#handshake", "data": {"authToken": token}, "cid": 1}),
-    )
-    .await;
-    (ws, reply["data"].clone())
+async fn handshake_with(herald: &Herald, token: &str) -> (Ws, Value) {
+    handshake(&herald.ws_url(), Some(token)).await
 }
 
 #[tokio::test]
@@ -127,9 +78,9 @@ subscribe = "none"
         Algorithm::ES256,
         "p256-private.pem",
         "es-2026",
-        &json!({"sub": "ada", "exp": now() - 10, "grants": ["user:ada"]}),
+        &json!({"sub": "ada", "exp": unix_now() - 10, "grants": ["user:ada"]}),
     );
-    let (mut ws, status) = handshake(&herald, &es).await;
+    let (mut ws, status) = handshake_with(&herald, &es).await;
     assert_eq!(status["isAuthenticated"], true, "{status}");
     let reply = request(
         &mut ws,
@@ -149,18 +100,18 @@ subscribe = "none"
         Algorithm::RS256,
         "rsa-private.pem",
         "rs-2025",
-        &json!({"sub": "bob", "exp": now() + 600}),
+        &json!({"sub": "bob", "exp": unix_now() + 600}),
     );
-    let (_ws2, status) = handshake(&herald, &rs).await;
+    let (_ws2, status) = handshake_with(&herald, &rs).await;
     assert_eq!(status["isAuthenticated"], true, "{status}");
     // Expired beyond the leeway.
     let old = sign(
         Algorithm::ES256,
         "p256-private.pem",
         "es-2026",
-        &json!({"sub": "ada", "exp": now() - 120}),
+        &json!({"sub": "ada", "exp": unix_now() - 120}),
     );
-    let (_ws3, status) = handshake(&herald, &old).await;
+    let (_ws3, status) = handshake_with(&herald, &old).await;
     assert_eq!(
         status["authError"]["name"], "AuthTokenExpiredError",
         "{status}"
@@ -174,7 +125,7 @@ async fn a_jwks_url_from_the_flag_verifies_tokens() {
         Algorithm::EdDSA,
         "ed25519-private.pem",
         "idp-1",
-        &json!({"sub": "cy", "exp": now() + 600}),
+        &json!({"sub": "cy", "exp": unix_now() + 600}),
     );
     let pem = std::fs::read(key_file("ed25519-private.pem")).unwrap();
     let mut jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(
@@ -196,7 +147,7 @@ async fn a_jwks_url_from_the_flag_verifies_tokens() {
     tokio::spawn(async move { axum::serve(listener, app).await });
     let url = format!("http://{addr}/.well-known/jwks.json");
     let herald = Herald::start(&["--auth-jwks-url", &url], "warn", Stdio::inherit()).await;
-    let (_ws, status) = handshake(&herald, &ed).await;
+    let (_ws, status) = handshake_with(&herald, &ed).await;
     assert_eq!(status["isAuthenticated"], true, "{status}");
     assert_eq!(herald.stop().await, Some(0));
 }

@@ -2,141 +2,24 @@
 //! socket, clean exits on SIGTERM and SIGINT, config errors, and the auth
 //! secret from the environment.
 
-use std::future::Future;
+mod common;
+
 use std::process::Stdio;
-use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use common::*;
+use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::net::TcpStream;
-use tokio::process::{Child, ChildStdout, Command};
-use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
+use tokio::process::Command;
+use tokio_websockets::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_herald");
-const STEP: Duration = Duration::from_secs(15);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(STEP, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
-    }
-}
-
-/// A running `herald serve` and the URL from its ready line.
-struct Herald {
-    child: Child,
-    stdout: Lines<BufReader<ChildStdout>>,
-    url: String,
-}
-
-impl Herald {
-    /// Starts `herald serve --listen 127.0.0.1:0 ARGS` and reads its ready line.
-    async fn start(args: &[&str], env: &[(&str, &str)]) -> Herald {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(args)
-            .env_remove("HERALD_AUTH_SECRET")
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn herald");
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = within("the ready line", stdout.next_line())
-            .await
-            .expect("read stdout")
-            .expect("herald printed nothing");
-        let port = line
-            .strip_prefix("herald listening on ws://127.0.0.1:")
-            .and_then(|rest| rest.strip_suffix("/socketcluster/"))
-            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
-        let port: u16 = port
-            .parse()
-            .unwrap_or_else(|_| panic!("bad port in {line:?}"));
-        assert_ne!(port, 0, "the line names the bound port");
-        Herald {
-            child,
-            stdout,
-            url: format!("ws://127.0.0.1:{port}/socketcluster/"),
-        }
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().expect("herald still running");
-        let status = std::process::Command::new("kill")
-            .args([format!("-{signal}"), pid.to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} {pid} failed");
-    }
-
-    /// Waits for the exit; asserts nothing but the ready line was printed.
-    async fn exit_code(mut self) -> Option<i32> {
-        let status = within("herald to exit", self.child.wait())
-            .await
-            .expect("wait for herald");
-        let rest = within("stdout to end", self.stdout.next_line())
-            .await
-            .expect("read stdout");
-        assert_eq!(rest, None, "herald printed more than its ready line");
-        status.code()
-    }
-}
-
-/// Connects and handshakes; returns the socket and the reply's data.
-async fn handshake(url: &str, token: Option<&str>) -> (Ws, Value) {
-    let (mut ws, _) = within(
-        "the WebSocket upgrade",
-        ClientBuilder::from_uri(url.parse().unwrap()).connect(),
-    )
-    .await
-    .expect("connect to herald");
-    let frame = json!({"event": "#handshake", "data": {"authToken": token}, "cid": 1});
-    ws.send(Message::text(frame.to_string())).await.unwrap();
-    let reply = next_frame(&mut ws).await;
-    assert_eq!(reply["rid"], 1, "{reply}");
-    (ws, reply["data"].clone())
-}
-
-/// The next text frame that is not a ping.
-async fn next_frame(ws: &mut Ws) -> Value {
-    loop {
-        let msg = within("a frame", ws.next())
-            .await
-            .expect("socket open")
-            .expect("read frame");
-        match msg.as_text() {
-            Some("") => continue,
-            Some(text) => return serde_json::from_str(text).expect("JSON frame"),
-            None => panic!("unexpected message {msg:?}"),
-        }
-    }
-}
-
-/// The close code the server sends.
-async fn close_code(ws: &mut Ws) -> u16 {
-    loop {
-        let msg = within("the close frame", ws.next())
-            .await
-            .expect("a close frame before the end")
-            .expect("read");
-        if let Some((code, _)) = msg.as_close() {
-            // Poll to the end so that the close echo goes out.
-            while let Some(Ok(_)) = within("the end of the stream", ws.next()).await {}
-            return code.into();
-        }
-    }
+/// `herald serve` with `env`, logging warnings to the test's stderr.
+async fn start(args: &[&str], env: &[(&str, &str)]) -> Herald {
+    Herald::start_with(args, env, "warn", Stdio::inherit()).await
 }
 
 async fn serves_then_exits_cleanly_on(signal: &str) {
-    let herald = Herald::start(&[], &[]).await;
-    let (mut ws, status) = handshake(&herald.url, None).await;
+    let herald = start(&[], &[]).await;
+    let (mut ws, status) = handshake(&herald.ws_url(), None).await;
     assert_eq!(status["isAuthenticated"], false);
     assert_eq!(status["id"].as_str().map(str::len), Some(20));
     ws.send(Message::text(r#"{"event":"x","data":1}"#))
@@ -167,7 +50,7 @@ async fn serve_exits_0_on_a_signal_sent_right_after_the_ready_line() {
     // A supervisor may stop the server as soon as it reports ready: the
     // signal handlers must be in place by then.
     for (i, signal) in ["TERM", "INT"].iter().cycle().take(12).enumerate() {
-        let herald = Herald::start(&[], &[]).await;
+        let herald = start(&[], &[]).await;
         herald.signal(signal);
         assert_eq!(herald.exit_code().await, Some(0), "run {i}, SIG{signal}");
     }
@@ -202,7 +85,7 @@ async fn config_file_with_an_unknown_key_fails_naming_the_key() {
 #[tokio::test]
 async fn auth_secret_from_the_environment_verifies_tokens() {
     let secret = "cli-env-secret";
-    let herald = Herald::start(&[], &[("HERALD_AUTH_SECRET", secret)]).await;
+    let herald = start(&[], &[("HERALD_AUTH_SECRET", secret)]).await;
     let sign = |key: &str| {
         jsonwebtoken::encode(
             &jsonwebtoken::Header::default(),
@@ -212,11 +95,11 @@ async fn auth_secret_from_the_environment_verifies_tokens() {
         .unwrap()
     };
 
-    let (mut ws, status) = handshake(&herald.url, Some(&sign(secret))).await;
+    let (mut ws, status) = handshake(&herald.ws_url(), Some(&sign(secret))).await;
     assert_eq!(status["isAuthenticated"], true, "{status}");
     assert!(status.get("authError").is_none(), "{status}");
 
-    let (mut ws2, status) = handshake(&herald.url, Some(&sign("another secret"))).await;
+    let (mut ws2, status) = handshake(&herald.ws_url(), Some(&sign("another secret"))).await;
     assert_eq!(status["isAuthenticated"], false, "{status}");
     assert_eq!(status["authError"]["message"], "invalid signature");
     assert_eq!(
@@ -246,9 +129,9 @@ recover = true
 "#,
     )
     .unwrap();
-    let herald = Herald::start(&["--config", path.to_str().unwrap()], &[]).await;
+    let herald = start(&["--config", path.to_str().unwrap()], &[]).await;
     let _ = std::fs::remove_file(&path);
-    let (mut ws, _) = handshake(&herald.url, None).await;
+    let (mut ws, _) = handshake(&herald.ws_url(), None).await;
     let send = |frame: Value| Message::text(frame.to_string());
     ws.send(send(
         json!({"event": "#subscribe", "data": {"channel": "chat:a"}, "cid": 2}),
@@ -315,7 +198,7 @@ async fn config_file_auth_audience_issuer_and_token_bound_apply() {
         ),
     )
     .unwrap();
-    let herald = Herald::start(&["--config", path.to_str().unwrap()], &[]).await;
+    let herald = start(&["--config", path.to_str().unwrap()], &[]).await;
     let _ = std::fs::remove_file(&path);
     let sign = |claims: Value| {
         jsonwebtoken::encode(
@@ -327,7 +210,7 @@ async fn config_file_auth_audience_issuer_and_token_bound_apply() {
     };
     let iss = "https://login.test";
     let good = sign(json!({"sub": "u", "aud": "admin", "iss": iss}));
-    let (mut ws, status) = handshake(&herald.url, Some(&good)).await;
+    let (mut ws, status) = handshake(&herald.ws_url(), Some(&good)).await;
     assert_eq!(status["isAuthenticated"], true, "{status}");
     for (token, message) in [
         (
@@ -343,7 +226,7 @@ async fn config_file_auth_audience_issuer_and_token_bound_apply() {
             "jwt too long",
         ),
     ] {
-        let (mut refused, status) = handshake(&herald.url, Some(&token)).await;
+        let (mut refused, status) = handshake(&herald.ws_url(), Some(&token)).await;
         assert_eq!(status["isAuthenticated"], false, "{status}");
         let got = status["authError"]["message"].as_str().unwrap_or_default();
         assert!(got.starts_with(message), "{status}");

@@ -9,11 +9,11 @@ mod common;
 
 use std::process::{Output, Stdio};
 
-use common::{BIN, Herald, TempDir, http_get, within};
+use common::{BIN, Herald, TempDir, connect, http_get, within};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio_websockets::{ClientBuilder, Message};
+use tokio_websockets::Message;
 
 /// Runs `herald ARGS` with only the `HERALD_` variables of `env`.
 fn herald(args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -224,12 +224,7 @@ async fn unknown_procedures_ignore_leaves_the_invoke_unanswered_and_counts_it() 
         Stdio::inherit(),
     )
     .await;
-    let (mut ws, _) = within(
-        "the WebSocket upgrade",
-        ClientBuilder::from_uri(herald.url("127.0.0.1").parse().unwrap()).connect(),
-    )
-    .await
-    .expect("connect");
+    let mut ws = connect(&herald.ws_url()).await;
     for frame in [
         json!({"event": "#handshake", "data": {}, "cid": 1}),
         json!({"event": "nosuch", "data": {}, "cid": 2}),

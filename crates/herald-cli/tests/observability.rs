@@ -5,37 +5,18 @@ mod common;
 
 use std::process::Stdio;
 
-use common::{Herald, TempDir, http_get, within};
+use common::{Herald, TempDir, Ws, handshake, http_get, within};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
-use tokio_websockets::{ClientBuilder, CloseCode, MaybeTlsStream, Message, WebSocketStream};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use tokio_websockets::{CloseCode, Message};
 
 /// Connects, handshakes with `token`; returns the socket and its id.
-async fn handshake(url: &str, token: Option<&str>) -> (Ws, String) {
-    let (mut ws, _) = within(
-        "the WebSocket upgrade",
-        ClientBuilder::from_uri(url.parse().unwrap()).connect(),
-    )
-    .await
-    .expect("connect to herald");
-    let frame = json!({"event": "#handshake", "data": {"authToken": token}, "cid": 1});
-    ws.send(Message::text(frame.to_string())).await.unwrap();
-    loop {
-        let msg = within("the handshake reply", ws.next())
-            .await
-            .expect("socket open")
-            .expect("read");
-        let Some(text) = msg.as_text().filter(|t| !t.is_empty()) else {
-            continue;
-        };
-        let reply: Value = serde_json::from_str(text).expect("JSON");
-        let id = reply["data"]["id"].as_str().expect("an id").to_owned();
-        return (ws, id);
-    }
+async fn handshake_id(url: &str, token: Option<&str>) -> (Ws, String) {
+    let (ws, status) = handshake(url, token).await;
+    let id = status["id"].as_str().expect("an id").to_owned();
+    (ws, id)
 }
 
 async fn close(mut ws: Ws) {
@@ -62,7 +43,7 @@ async fn json_logs_name_the_socket_of_every_line_about_one() {
     let mut lines = BufReader::new(stderr).lines();
     // A token that verifies nowhere: its refusal must not print it.
     let token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJzZWNyZXQtdXNlciJ9.c2lnbmF0dXJl";
-    let (ws, id) = handshake(&herald.url("127.0.0.1"), Some(token)).await;
+    let (ws, id) = handshake_id(&herald.ws_url(), Some(token)).await;
     close(ws).await;
     let closed = within("the socket's close in the log", async {
         loop {
@@ -97,7 +78,7 @@ async fn logs_written_to_a_file_carry_no_colour_codes() {
     let path = dir.path("stderr.log");
     let file = std::fs::File::create(&path).expect("create the log file");
     let herald = Herald::start(&[], "debug", Stdio::from(file)).await;
-    let (ws, id) = handshake(&herald.url("127.0.0.1"), None).await;
+    let (ws, id) = handshake_id(&herald.ws_url(), None).await;
     close(ws).await;
     assert_eq!(herald.stop().await, Some(0));
     let text = std::fs::read_to_string(&path).expect("read the log file");
@@ -116,7 +97,7 @@ async fn logs_written_to_a_file_carry_no_colour_codes() {
 #[tokio::test]
 async fn metrics_are_served_on_the_server_port() {
     let herald = Herald::start(&[], "warn", Stdio::inherit()).await;
-    let (ws, _) = handshake(&herald.url("127.0.0.1"), None).await;
+    let (ws, _) = handshake_id(&herald.ws_url(), None).await;
     let tcp = TcpStream::connect(herald.addr()).await.expect("connect");
     let page = http_get(tcp, "/metrics").await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");

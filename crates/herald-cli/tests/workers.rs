@@ -8,36 +8,19 @@
 //! Which worker holds a socket is read from each worker's own status port
 //! (`--worker-status-listen`, `/herald/info`'s `sockets`).
 
-use std::future::Future;
+mod common;
+
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use common::*;
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::mpsc;
-use tokio_websockets::{ClientBuilder, MaybeTlsStream, Message, WebSocketStream};
-
-const BIN: &str = env!("CARGO_BIN_EXE_herald");
-const STEP: Duration = Duration::from_secs(20);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-async fn within<F: Future>(what: &str, f: F) -> F::Output {
-    match tokio::time::timeout(STEP, f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {STEP:?} waiting for {what}"),
-    }
-}
-
-fn random_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish()
-}
+use tokio_websockets::Message;
 
 fn redis_broker() -> String {
     format!(
@@ -56,30 +39,21 @@ fn nats_broker() -> String {
 /// A running supervisor, its port and its log (JSON lines, the workers'
 /// marked with `"worker"`).
 struct Supervisor {
-    child: Child,
-    port: u16,
+    herald: Herald,
     logs: mpsc::UnboundedReceiver<Value>,
     seen: Vec<Value>,
 }
 
 impl Supervisor {
     async fn start(workers: usize, broker: &str, extra: &[&str]) -> Supervisor {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .args(extra)
-            .args(["--workers", &workers.to_string(), "--broker", broker])
-            .args(["--worker-status-listen", "127.0.0.1:0"])
-            .env_remove("HERALD_AUTH_SECRET")
-            .env_remove("HERALD_WORKERS")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn herald");
+        let workers = workers.to_string();
+        let mut args = vec!["--log-format", "json"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--workers", &workers, "--broker", broker]);
+        args.extend_from_slice(&["--worker-status-listen", "127.0.0.1:0"]);
+        let mut herald = Herald::start_with(&args, &[], "info", Stdio::piped()).await;
         let (tx, logs) = mpsc::unbounded_channel();
-        let stderr = child.stderr.take().unwrap();
+        let stderr = herald.child.stderr.take().unwrap();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
@@ -89,26 +63,15 @@ impl Supervisor {
                 }
             }
         });
-        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = within("the ready line", stdout.next_line())
-            .await
-            .expect("read stdout")
-            .expect("herald printed nothing");
-        let port = line
-            .strip_prefix("herald listening on ws://127.0.0.1:")
-            .and_then(|rest| rest.strip_suffix("/socketcluster/"))
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
         Supervisor {
-            child,
-            port,
+            herald,
             logs,
             seen: Vec::new(),
         }
     }
 
     fn url(&self) -> String {
-        format!("ws://127.0.0.1:{}/socketcluster/", self.port)
+        self.herald.ws_url()
     }
 
     /// The first log line (seen since `from`) that `pred` accepts.
@@ -146,25 +109,13 @@ impl Supervisor {
     }
 
     fn pid(&self) -> u32 {
-        self.child.id().expect("herald still running")
+        self.herald.pid()
     }
 
     /// SIGTERM; the exit code.
-    async fn stop(mut self) -> Option<i32> {
-        signal(self.pid(), "TERM");
-        within("herald to exit", self.child.wait())
-            .await
-            .expect("wait for herald")
-            .code()
+    async fn stop(self) -> Option<i32> {
+        self.herald.stop().await
     }
-}
-
-fn signal(pid: u32, signal: &str) {
-    let status = std::process::Command::new("kill")
-        .args([format!("-{signal}"), pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill -{signal} {pid} failed");
 }
 
 /// The PIDs whose parent is `pid` (from /proc).
@@ -225,34 +176,12 @@ async fn sockets_on(ports: &[u16]) -> Vec<u64> {
     out
 }
 
-async fn handshake(url: &str, token: Option<&str>) -> Ws {
-    let (mut ws, _) = within(
-        "the WebSocket upgrade",
-        ClientBuilder::from_uri(url.parse().unwrap()).connect(),
-    )
-    .await
-    .expect("connect to herald");
-    let frame = json!({"event": "#handshake", "data": {"authToken": token}, "cid": 1});
-    ws.send(Message::text(frame.to_string())).await.unwrap();
-    let reply = next_frame(&mut ws).await;
-    assert_eq!(reply["rid"], 1, "{reply}");
-    assert_eq!(reply["data"]["isAuthenticated"], token.is_some(), "{reply}");
+/// Connects and handshakes; the socket is authenticated when `token` is
+/// given.
+async fn authenticated(url: &str, token: Option<&str>) -> Ws {
+    let (ws, status) = handshake(url, token).await;
+    assert_eq!(status["isAuthenticated"], token.is_some(), "{status}");
     ws
-}
-
-/// The next text frame that is not a ping (pings are answered).
-async fn next_frame(ws: &mut Ws) -> Value {
-    loop {
-        let msg = within("a frame", ws.next())
-            .await
-            .expect("socket open")
-            .expect("read frame");
-        match msg.as_text() {
-            Some("") => ws.send(Message::text("")).await.expect("pong"),
-            Some(text) => return serde_json::from_str(text).expect("JSON frame"),
-            None => panic!("unexpected message {msg:?}"),
-        }
-    }
 }
 
 /// Sends a request and waits for its reply; returns the publications that
@@ -290,19 +219,6 @@ async fn publication(ws: &mut Ws, early: &mut Vec<Value>) -> (String, Value) {
     (channel, frame["data"]["data"].clone())
 }
 
-async fn close_code(ws: &mut Ws) -> u16 {
-    loop {
-        let msg = within("the close frame", ws.next())
-            .await
-            .expect("a close frame before the end")
-            .expect("read");
-        if let Some((code, _)) = msg.as_close() {
-            while let Some(Ok(_)) = within("the end of the stream", ws.next()).await {}
-            return code.into();
-        }
-    }
-}
-
 /// Connects sockets until worker `want` holds one; returns it (the
 /// others stay open in `keep`). Each worker's count is read from its own
 /// status port, so the placement is known, not assumed.
@@ -315,7 +231,7 @@ async fn socket_on(
 ) -> Ws {
     for _ in 0..64 {
         let before = sockets_on(ports).await;
-        let ws = handshake(url, token).await;
+        let ws = authenticated(url, token).await;
         let after = within("the socket to be counted", async {
             loop {
                 let now = sockets_on(ports).await;
@@ -353,7 +269,7 @@ async fn publications_cross_workers(broker: &str) {
     let mut others = Vec::new();
     // One worker signs a token (the dev route), both accept it: they share
     // the supervisor's random secret.
-    let token = dev_token(herald.port).await;
+    let token = dev_token(herald.herald.port).await;
     let mut a = socket_on(&url, Some(&token), &ports, 0, &mut others).await;
     let mut b = socket_on(&url, Some(&token), &ports, 1, &mut others).await;
     request(&mut a, "#subscribe", json!({"channel": "news"}), 2).await;
@@ -408,7 +324,7 @@ async fn a_killed_worker_is_restarted_and_serves_again() {
     assert_eq!(workers.len(), 2, "{workers:?}");
 
     let mark = herald.seen.len();
-    signal(workers[0], "KILL");
+    send_signal(workers[0], "KILL");
     let restart = herald
         .wait_log(mark, "the restart line", |v| {
             v["message"] == "worker exited; restarting it"

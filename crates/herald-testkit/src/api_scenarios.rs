@@ -409,6 +409,106 @@ pub async fn users(api_node: &Node, clients: &Node) {
     c.close().await;
 }
 
+/// `send`, `subscribe`, `unsubscribe` and `disconnect` (its default code,
+/// 4104) reaching every socket of a user at once: two on `clients` and one
+/// on `api_node` (three on one node when both are the same node).
+pub async fn users_everywhere(api_node: &Node, clients: &Node) {
+    let api = Api::new(api_node.addr);
+    let user = unique("zoe-");
+    let sockets = [
+        logged_in(clients, &user).await,
+        logged_in(clients, &user).await,
+        logged_in(api_node, &user).await,
+    ];
+    let same = api_node.server.node_id() == clients.server.node_id();
+    for (node, n) in [
+        (clients, if same { 3 } else { 2 }),
+        (api_node, if same { 3 } else { 1 }),
+    ] {
+        let users = node.server.users();
+        let user = user.clone();
+        within("every socket indexed under its user", async move {
+            while users.local_sockets(&user).len() < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+    let mut notes: Vec<_> = sockets.iter().map(|c| c.receiver("note")).collect();
+    let mut pushes: Vec<_> = sockets
+        .iter()
+        .map(|c| c.receiver(herald::protocol::ext::SUBSCRIBED))
+        .collect();
+    let mut events: Vec<_> = sockets.iter().map(Client::events).collect();
+
+    api.ok(
+        "send",
+        json!({ "user": user, "event": "note", "data": "all" }),
+    )
+    .await;
+    for (i, notes) in notes.iter_mut().enumerate() {
+        let note = within(&format!("the note on socket {i}"), notes.next())
+            .await
+            .expect("a note");
+        assert_eq!(note.expect("not lagged"), json!("all"), "socket {i}");
+    }
+
+    let inbox = format!("inbox:{user}");
+    api.ok("subscribe", json!({ "user": user, "channel": inbox }))
+        .await;
+    let mut subs = Vec::new();
+    for (i, (c, pushes)) in sockets.iter().zip(&mut pushes).enumerate() {
+        let push = within(&format!("#herald/subscribed on socket {i}"), pushes.next())
+            .await
+            .expect("a push")
+            .expect("not lagged");
+        assert_eq!(push["channel"], json!(inbox), "socket {i}: {push}");
+        subs.push(
+            within("taking over the subscription", c.subscribe(inbox.clone()))
+                .await
+                .expect("the held channel is accepted"),
+        );
+    }
+    api.ok(
+        "publish",
+        json!({ "channel": inbox, "data": "to every socket" }),
+    )
+    .await;
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let p = next_publication(sub).await;
+        assert_eq!(p.data, json!("to every socket"), "socket {i}");
+    }
+    api.ok("unsubscribe", json!({ "user": user, "channel": inbox }))
+        .await;
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let end = within(&format!("the end of socket {i}'s subscription"), sub.next()).await;
+        assert!(
+            matches!(end, Some(Err(SubscriptionError::KickedOut { .. })) | None),
+            "socket {i}: {end:?}"
+        );
+    }
+
+    api.ok("disconnect", json!({ "user": user })).await;
+    for (i, events) in events.iter_mut().enumerate() {
+        within(&format!("the close of socket {i}"), async {
+            loop {
+                match events.next().await {
+                    Some(ClientEvent::Closed { code, .. }) => {
+                        assert_eq!(code, 4104, "socket {i}");
+                        return;
+                    }
+                    Some(_) => {}
+                    None => panic!("the events of socket {i} ended without a close"),
+                }
+            }
+        })
+        .await;
+    }
+    for c in sockets {
+        c.close().await;
+    }
+}
+
 /// `presence`, `presence_stats` and `channels` (pattern, limit, the nodes
 /// that answered), with a subscriber on each node.
 pub async fn presence_and_channels(api_node: &Node, clients: &Node) {

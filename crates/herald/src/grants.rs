@@ -3,16 +3,21 @@
 //!
 //! When a socket authenticates (handshake, `#authenticate`,
 //! `Socket::set_auth_token`) the server subscribes it to each channel the
-//! token grants, through the one subscribe path (`ServerInner::subscribe`):
-//! the name checks, the namespace, unknown-namespace refusal, the channel
-//! limit, the subscribe middleware, history and presence all apply; only the
-//! namespace's `subscribe` rule is satisfied by the grant itself, so a
-//! namespace with `subscribe = "none"` holds channels only tokens can open
-//! (a personal channel per user). A subscribe the client sends for a
-//! granted channel passes the rule the same way, and is answered at once
-//! when the server subscribed the socket already: that is how a client that
-//! drops publications of channels it did not subscribe to (the official
-//! socketcluster-client does) receives them.
+//! token grants, through the one server-side subscribe path
+//! (`ServerInner::subscribe_by_server`, the same as the HTTP API's
+//! `subscribe`, a connect hook's `channels` and `Socket::subscribe`): the
+//! name checks, the namespace, unknown-namespace refusal, the channel
+//! limit, history and presence apply, and the client is told with a
+//! `#herald/subscribed` push. The token was signed by the server or the
+//! backend, so the grant is the server's authority: the namespace's
+//! `subscribe` rule, the subscribe middleware and the subscribe hook are
+//! not asked again, and a namespace with `subscribe = "none"` holds
+//! channels only tokens can open (a personal channel per user). A
+//! subscribe the client sends for a granted channel is answered at once
+//! when the server subscribed the socket already (and passes the rule by
+//! the grant when it did not, after a broker error say): that is how a
+//! client that drops publications of channels it did not subscribe to (the
+//! official socketcluster-client does) receives them.
 //!
 //! When the token changes or goes (a new token, `#removeAuthToken`,
 //! expiry), a channel the old token granted and the new one does not is
@@ -67,13 +72,11 @@ pub(crate) async fn sync(server: &ServerInner, socket: &Socket, held: &mut Vec<A
         if held.contains(&channel) {
             continue;
         }
-        if !socket.is_subscribed(&channel) {
-            server.subscribe(socket, None, &channel, None, None).await;
-        }
-        if socket.is_subscribed(&channel) {
-            held.push(channel);
-        } else {
-            tracing::debug!(socket = %socket.id(), %channel, "token grants a channel the server refused");
+        match server.subscribe_by_server(socket, &channel).await {
+            Ok(()) => held.push(channel),
+            Err(e) => {
+                tracing::debug!(socket = %socket.id(), %channel, error = %e, "token grants a channel the server refused");
+            }
         }
     }
 }

@@ -14,8 +14,9 @@
 //!
 //! The server subscribes a socket on its own authority
 //! ([`ServerInner::subscribe_by_server`]: the HTTP API's `subscribe`, a
-//! token's channels, a connect hook's channels, `Socket::subscribe`) through the same registry, history and presence
-//! steps, without the subscribe rule and middleware, and tells the client
+//! token's channels, a connect hook's channels, `Socket::subscribe`)
+//! through the same registry, history and presence steps, without the
+//! subscribe rule, middleware and hook, and tells the client
 //! with a `#herald/subscribed` push. A socket that holds a channel is not
 //! checked again when its client subscribes to it (or reads its history or
 //! presence): that is how a client that keeps no channel it did not ask for

@@ -8,9 +8,12 @@
 #[path = "common/mod.rs"]
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{TestServer, bounded, fixture, http_request, within};
+use herald::MemoryBroker;
+use herald_testkit::api_scenarios::{API_KEY, Api, api_node};
 use serde_json::json;
 
 const GET_METRICS: &str = "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
@@ -124,6 +127,113 @@ async fn the_metrics_page_counts_what_crosses_the_wire() {
         subscriber.close(1000, "").await;
         publisher.close(1000, "").await;
         ts.stop().await.expect("serve returns");
+    })
+    .await;
+}
+
+/// The HTTP API's three metrics, with the counts of what was called: a
+/// request by method and status (a refused key, an unknown method and the
+/// caller's mistakes included), its duration by method, and each command of
+/// a batch by method and outcome. Only API calls that publish nothing and
+/// open no socket, so that the counts of the test above stay its own when
+/// both run in one process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_is_counted_by_method_status_and_outcome() {
+    bounded(async {
+        herald::metrics::Prometheus::install().expect("the first recorder of this process");
+        let node = api_node(Arc::new(MemoryBroker::new()), "metrics").await;
+        let api = Api::new(node.addr);
+        let key = [("x-api-key", API_KEY)];
+
+        api.ok("info", json!({})).await;
+        api.ok("info", json!({})).await;
+        let r = api.send(http::Method::POST, "/api/info", &[], "{}").await;
+        assert_eq!(r.status, 401);
+        api.fails(
+            "publish",
+            json!({ "channel": "#herald/nodes", "data": 1 }),
+            403,
+            "forbidden",
+        )
+        .await;
+        api.fails("publish", json!({ "channel": "news" }), 400, "bad_request")
+            .await;
+        let r = api.send(http::Method::POST, "/api/nope", &key, "{}").await;
+        assert_eq!(r.status, 404);
+        let r = api
+            .ok(
+                "batch",
+                json!({ "commands": [
+                    { "method": "info" },
+                    { "method": "info" },
+                    { "method": "publish", "params": { "channel": "#herald/x", "data": 1 } },
+                    { "method": "nope" },
+                ] }),
+            )
+            .await;
+        assert_eq!(r["replies"].as_array().map(Vec::len), Some(4), "{r}");
+
+        let page = scrape_until(node.addr, "the batch to be counted", |p| {
+            value(
+                p,
+                "herald_api_requests_total{method=\"batch\",status=\"200\"}",
+            ) == Some(1.0)
+        })
+        .await;
+        let expect = |series: &str, v: f64| {
+            assert_eq!(value(&page, series), Some(v), "{series} in\n{page}");
+        };
+        for (labels, n) in [
+            ("method=\"info\",status=\"200\"", 2.0),
+            ("method=\"info\",status=\"401\"", 1.0),
+            ("method=\"publish\",status=\"403\"", 1.0),
+            ("method=\"publish\",status=\"400\"", 1.0),
+            ("method=\"unknown\",status=\"404\"", 1.0),
+            ("method=\"batch\",status=\"200\"", 1.0),
+        ] {
+            expect(&format!("herald_api_requests_total{{{labels}}}"), n);
+        }
+        assert!(
+            !page.contains("herald_api_requests_total{method=\"publish\",status=\"200\"}"),
+            "nothing was published:\n{page}"
+        );
+        for (method, n) in [
+            ("info", 3.0),
+            ("publish", 2.0),
+            ("unknown", 1.0),
+            ("batch", 1.0),
+        ] {
+            let labels = format!("method=\"{method}\"");
+            expect(
+                &format!("herald_api_request_duration_seconds_count{{{labels}}}"),
+                n,
+            );
+            expect(
+                &format!("herald_api_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}}"),
+                n,
+            );
+            let sum = value(
+                &page,
+                &format!("herald_api_request_duration_seconds_sum{{{labels}}}"),
+            )
+            .unwrap_or_else(|| panic!("no duration sum of {method} in\n{page}"));
+            assert!(sum > 0.0 && sum < 60.0, "{method}: {sum} s");
+        }
+        for (labels, n) in [
+            ("method=\"info\",outcome=\"ok\"", 2.0),
+            ("method=\"publish\",outcome=\"error\"", 1.0),
+            ("method=\"unknown\",outcome=\"error\"", 1.0),
+        ] {
+            expect(&format!("herald_api_batch_commands_total{{{labels}}}"), n);
+        }
+        for described in [
+            "# TYPE herald_api_requests_total counter",
+            "# TYPE herald_api_request_duration_seconds histogram",
+            "# TYPE herald_api_batch_commands_total counter",
+        ] {
+            assert!(page.contains(described), "no {described:?} in\n{page}");
+        }
+        node.stop().await;
     })
     .await;
 }

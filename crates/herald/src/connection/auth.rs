@@ -67,7 +67,7 @@ impl Conn {
         let mut token = token;
         for m in &self.server.middleware {
             if let Err(e) = m.handshake(&self.socket, claims.as_ref()).await {
-                let code = close_code_of(&e);
+                let (code, e) = refusal(e);
                 crate::metrics::handshake_refused(crate::metrics::Refusal::HandshakeMiddleware);
                 self.send(outbound::reply_error(&cid, &e));
                 return Flow::Close(code, e.message);
@@ -94,7 +94,7 @@ impl Conn {
                 }
                 Err(e) => {
                     crate::metrics::handshake_refused(crate::metrics::Refusal::ConnectHook);
-                    let code = close_code_of(&e);
+                    let (code, e) = refusal(e);
                     self.send(outbound::reply_error(&cid, &e));
                     return Flow::Close(code, e.message);
                 }
@@ -259,15 +259,22 @@ impl Conn {
     }
 }
 
-/// The close code of a refused handshake: the error's `statusCode` when it
-/// is a 4xxx code, else 4008.
-fn close_code_of(e: &ErrorPayload) -> u16 {
-    e.extra
+/// The close code of a refused handshake (the error's `statusCode` when it
+/// is a 4xxx code, else 4008) and the error replied, with a `statusCode`
+/// when it had none, as socketcluster-server sends it: the official client
+/// closes its side with the reply's `statusCode` (4003 without one).
+fn refusal(mut e: ErrorPayload) -> (u16, ErrorPayload) {
+    let code = e
+        .extra
         .get("statusCode")
         .and_then(Value::as_u64)
         .and_then(|c| u16::try_from(c).ok())
         .filter(|c| (4000..5000).contains(c))
-        .unwrap_or(close::HANDSHAKE_REJECTED)
+        .unwrap_or(close::HANDSHAKE_REJECTED);
+    e.extra
+        .entry("statusCode")
+        .or_insert_with(|| Value::from(code));
+    (code, e)
 }
 
 /// Deauthenticates `shared` if its token expired: run when the expiry timer

@@ -58,6 +58,11 @@ async fn slow_consumer_is_closed_with_4100_while_a_reading_subscriber_gets_every
                     // until the test reads it again; do not let the write
                     // timeout close it first.
                     c.write_timeout = Duration::from_secs(120);
+                    // Nor the liveness deadline: `slow` sends nothing (no
+                    // pong) while stalled, and on a loaded machine the
+                    // flood can outlast the default 30 s (then it would
+                    // close with 4001, not 4100).
+                    c.ping_timeout = Duration::from_secs(600);
                 })
                 .on_disconnection(move |socket, code, _| {
                     let tx = tx.clone();

@@ -1,6 +1,8 @@
 //! The token's `channels` claim: server-side subscriptions made at
-//! authentication, through the one subscribe path (namespace rules,
-//! history, presence), revoked when the token stops granting them; and the
+//! authentication, through the one server-side subscribe path (a
+//! `#herald/subscribed` push; history, presence; the namespace's rule and
+//! the subscribe middleware not asked), revoked when the token stops
+//! granting them; and the
 //! way clients that drop publications of channels they did not subscribe
 //! to receive them (they subscribe, and the grant answers).
 
@@ -42,6 +44,14 @@ fn granting(user: &str, channels: Value) -> String {
     token(json!({"sub": user, "channels": channels, "exp": unix_now() + 600}))
 }
 
+/// Reads the `#herald/subscribed` push of a server-side subscription to
+/// `channel` and returns its data.
+async fn pushed(c: &mut Client, channel: &str) -> Value {
+    let push = c.expect_event("#herald/subscribed").await;
+    assert_eq!(push["data"]["channel"], channel, "{push}");
+    push["data"].clone()
+}
+
 /// Waits until the server has `c`'s socket subscribed (or not) to `channel`.
 async fn subscribed(server: &TestServer, c: &Client, channel: &str, yes: bool) {
     let socket = server.server.socket(&c.id).expect("socket");
@@ -60,6 +70,11 @@ async fn a_token_subscribes_its_socket_to_its_channels_at_the_handshake() {
             .handshake(Some(&granting("ada", json!(["user:ada", "news"]))))
             .await;
         assert_eq!(status["isAuthenticated"], true, "{status}");
+        // The client is told, in the token's order; no position on a
+        // channel without history.
+        let data = pushed(&mut c, "user:ada").await;
+        assert_eq!(data, json!({"channel": "user:ada"}));
+        pushed(&mut c, "news").await;
         subscribed(&server, &c, "user:ada", true).await;
         subscribed(&server, &c, "news", true).await;
         // The socket receives what is published there, without having
@@ -98,6 +113,10 @@ async fn history_and_presence_apply_to_granted_channels() {
         let mut c = server.connect().await;
         c.handshake(Some(&granting("ada", json!(["inbox:ada"]))))
             .await;
+        // On a channel with history the push carries the stream position.
+        let at = pushed(&mut c, "inbox:ada").await;
+        assert_eq!(at["offset"], 0, "{at}");
+        assert!(at["epoch"].is_string(), "{at}");
         subscribed(&server, &c, "inbox:ada", true).await;
         let p = server
             .server
@@ -136,6 +155,8 @@ async fn a_new_token_or_none_revokes_what_the_old_one_granted() {
         let mut c = server.connect().await;
         c.handshake(Some(&granting("ada", json!(["user:ada", "news"]))))
             .await;
+        pushed(&mut c, "user:ada").await;
+        pushed(&mut c, "news").await;
         subscribed(&server, &c, "news", true).await;
 
         // A new token granting less: the socket leaves what is no longer
@@ -153,6 +174,7 @@ async fn a_new_token_or_none_revokes_what_the_old_one_granted() {
             kick["data"]["message"],
             "The auth token no longer grants this channel"
         );
+        pushed(&mut c, "sports").await;
         subscribed(&server, &c, "sports", true).await;
         subscribed(&server, &c, "news", false).await;
         assert!(
@@ -224,6 +246,42 @@ async fn the_rust_client_receives_publications_of_a_granted_channel() {
             .expect("a publication");
         assert_eq!(p.data, json!({"n": 1}));
         client.close().await;
+    })
+    .await
+}
+
+/// Refuses every client subscribe.
+struct NoSubscribes;
+
+#[async_trait::async_trait]
+impl herald::Middleware for NoSubscribes {
+    async fn subscribe(
+        &self,
+        _socket: &herald::Socket,
+        request: &mut herald::SubscribeRequest,
+    ) -> Result<(), herald::ErrorPayload> {
+        Err(herald::ErrorPayload::new(
+            "NoSubscribesError",
+            format!("no subscribe to {}", request.channel()),
+        ))
+    }
+}
+
+#[tokio::test]
+async fn a_grant_is_the_servers_authority_the_subscribe_middleware_is_not_asked() {
+    bounded(async {
+        let server = TestServer::start(fixture().middleware(NoSubscribes)).await;
+        let mut c = server.connect().await;
+        c.handshake(Some(&granting("ada", json!(["news"])))).await;
+        pushed(&mut c, "news").await;
+        subscribed(&server, &c, "news", true).await;
+        // The client's subscribe of the channel it holds is answered;
+        // any other is refused by the middleware.
+        c.subscribe("news").await;
+        let reply = c
+            .request("#subscribe", Some(json!({"channel": "sports"})))
+            .await;
+        assert_eq!(reply["error"]["name"], "NoSubscribesError", "{reply}");
     })
     .await
 }

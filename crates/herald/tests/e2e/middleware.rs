@@ -228,7 +228,8 @@ async fn handshake_middleware_rejection_replies_error_then_closes_4008() {
             .await;
         assert_eq!(
             c.recv().await,
-            r#"{"rid":1,"error":{"message":"not today","name":"HandshakeRejectedError"}}"#
+            // socketcluster-server's bytes: the close code as `statusCode`.
+            r#"{"rid":1,"error":{"message":"not today","name":"HandshakeRejectedError","statusCode":4008}}"#
         );
         let (code, reason) = c.expect_close().await;
         assert_eq!((code, reason.as_str()), (4008, "not today"));

@@ -164,6 +164,9 @@ async fn a_refusal_reaches_the_client_as_its_named_error_and_closes() {
         assert_eq!(reply["error"]["name"], "BannedError", "{reply}");
         assert_eq!(reply["error"]["message"], "not today");
         assert_eq!(reply["error"]["until"], 5);
+        // The close code, as socketcluster-server adds it: the official
+        // client closes its side with it.
+        assert_eq!(reply["error"]["statusCode"], 4008);
         assert_eq!(client.expect_close().await, (4008, "not today".into()));
     })
     .await;

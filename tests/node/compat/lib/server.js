@@ -5,7 +5,7 @@
 //       plain server and HERALD_FIXTURE_BIN (default <repo>/target/debug/herald-fixture)
 //       for the fixture server; both run as
 //       `<bin> serve --listen 127.0.0.1:<port> --auth-secret <S> [--ping-interval ..]
-//        [--ping-timeout ..] [--max-payload BYTES]` and print a line containing
+//        [--ping-timeout ..] [--max-payload BYTES] [--api-key KEY]` and print a line containing
 //       `ws://127.0.0.1:<port>/socketcluster/` (`wss://` with --tls-cert).
 //   'reference': ../../reference/sc-server.js (the real socketcluster-server@20),
 //       configured through env PORT, AUTH_KEY, PING_INTERVAL, PING_TIMEOUT,
@@ -32,6 +32,7 @@ const REFERENCE_SCRIPT = path.join(__dirname, '..', '..', 'reference', 'sc-serve
 const DEFAULT_SECRET = 'herald-test-secret';
 const STARTUP_TIMEOUT_MS = 10000;
 const STOP_TIMEOUT_MS = 3000;
+const API_TIMEOUT_MS = 5000;
 
 const live = new Set();
 
@@ -72,6 +73,7 @@ function buildCommand(opts) {
   if (opts.pingInterval != null) args.push('--ping-interval', formatDuration(opts.pingInterval));
   if (opts.pingTimeout != null) args.push('--ping-timeout', formatDuration(opts.pingTimeout));
   if (opts.maxPayload != null) args.push('--max-payload', String(opts.maxPayload));
+  if (opts.apiKey != null) args.push('--api-key', opts.apiKey);
   if (opts.extraArgs) args.push(...opts.extraArgs);
   return {file, args, env: {...process.env, ...(opts.env || {})}, portRegex: /(wss?):\/\/[^:]+:(\d+)/};
 }
@@ -81,6 +83,8 @@ function buildCommand(opts) {
  *   kind: 'fixture' (default) | 'plain'
  *   port: fixed port (default 0 = OS-chosen)
  *   secret, pingInterval (ms), pingTimeout (ms), maxPayload (bytes)
+ *   apiKey: turns on Herald's HTTP API (`POST /api/<method>`, docs/api.md) behind this key
+ *       (Herald only; server.api(method, params) calls it)
  *   extraArgs: more `herald serve` arguments (Herald only), e.g. ['--broker', url]
  *   env: more environment variables (Herald only), e.g. {HERALD_UNKNOWN_PROCEDURES: 'ignore'}
  * If `t` (a node:test context) is given, the server is stopped after the test.
@@ -101,6 +105,19 @@ async function startServer(t, opts = {}) {
     exited,
     stderr: () => stderr,
     describe: () => `${path.basename(file)} ${args.join(' ')}`,
+    /**
+     * `POST /api/<method>` with `params` and the API key (opts.apiKey), as a
+     * backend calls it; resolves {status, body} (body parsed from JSON).
+     */
+    async api(method, params = {}) {
+      const res = await fetch(`http://127.0.0.1:${server.port}/api/${method}`, {
+        method: 'POST',
+        headers: {'content-type': 'application/json', 'x-api-key': opts.apiKey || ''},
+        body: JSON.stringify(params),
+        signal: AbortSignal.timeout(API_TIMEOUT_MS),
+      });
+      return {status: res.status, body: await res.json()};
+    },
     kill(signal = 'SIGKILL') {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
       return exited;

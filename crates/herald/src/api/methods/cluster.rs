@@ -17,7 +17,7 @@ pub(crate) const MAX_CHANNELS: usize = 10_000;
 pub(super) struct ChannelsParams {
     #[serde(default)]
     pattern: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::integer::option")]
     limit: Option<usize>,
 }
 

@@ -120,6 +120,83 @@ fn encode<T: Serialize>(value: T) -> Result<Box<RawValue>, ApiError> {
     serde_json::value::to_raw_value(&value).map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// Integer params as docs/openapi.yaml's `integer`: JSON integers, and
+/// numbers with a zero fraction (`5.0`), which JSON Schema counts as
+/// integers too and which a backend's JSON encoder may write for an integer
+/// it holds as a float. Fractions, negative numbers and values out of the
+/// field's range are refused (400).
+pub(crate) mod integer {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserializer, Visitor};
+
+    struct Int<T>(PhantomData<T>);
+
+    impl<T: TryFrom<u64>> Visitor<'_> for Int<T> {
+        type Value = T;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "an integer from 0 to {}", max::<T>())
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(de::Unexpected::Unsigned(v), &self))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+            }
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+            // 2^64 is the first f64 above u64::MAX.
+            if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+                // Integral and in range: the cast is exact.
+                self.visit_u64(v as u64)
+            } else {
+                Err(E::invalid_value(de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+
+    /// The largest value of `T` (for the error message): of the values
+    /// 2^bits - 1, the largest `T` holds.
+    fn max<T: TryFrom<u64>>() -> u64 {
+        (1..=64)
+            .rev()
+            .map(|bits| u64::MAX >> (64 - bits))
+            .find(|&m| T::try_from(m).is_ok())
+            .unwrap_or(0)
+    }
+
+    /// An integer field.
+    pub(crate) fn deserialize<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        d.deserialize_any(Int(PhantomData))
+    }
+
+    /// An optional integer field (`null` is absent); with `#[serde(default)]`.
+    pub(crate) fn option<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: TryFrom<u64>,
+    {
+        struct Present<T>(T);
+        impl<'de, T: TryFrom<u64>> serde::Deserialize<'de> for Present<T> {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                deserialize(d).map(Present)
+            }
+        }
+        <Option<Present<T>> as serde::Deserialize>::deserialize(d).map(|o| o.map(|p| p.0))
+    }
+}
+
 /// An empty result: `{}`.
 #[derive(Debug, Serialize)]
 pub(crate) struct Empty {}
@@ -146,6 +223,35 @@ mod tests {
         }
         assert_eq!(Method::from_name("nope"), None);
         assert_eq!(Method::from_name("Publish"), None);
+    }
+
+    #[test]
+    fn integers_may_be_written_with_a_zero_fraction() {
+        #[derive(Debug, serde::Deserialize)]
+        struct P {
+            #[serde(deserialize_with = "integer::deserialize")]
+            n: u64,
+            #[serde(default, deserialize_with = "integer::option")]
+            code: Option<u16>,
+        }
+        let p = |s: &str| serde_json::from_str::<P>(s).map(|p| (p.n, p.code));
+        assert_eq!(p(r#"{"n":5}"#).unwrap(), (5, None));
+        assert_eq!(p(r#"{"n":5.0,"code":4500.0}"#).unwrap(), (5, Some(4500)));
+        assert_eq!(p(r#"{"n":0,"code":null}"#).unwrap(), (0, None));
+        assert_eq!(p(r#"{"n":1e3}"#).unwrap(), (1000, None));
+        for bad in [
+            r#"{"n":5.5}"#,
+            r#"{"n":-1}"#,
+            r#"{"n":-1.0}"#,
+            r#"{"n":1e300}"#,
+            r#"{"n":"5"}"#,
+            r#"{"n":0,"code":65536}"#,
+            r#"{"n":0,"code":70000.0}"#,
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        let e = p(r#"{"n":0,"code":70000}"#).unwrap_err().to_string();
+        assert!(e.contains("an integer from 0 to 65535"), "{e}");
     }
 
     #[test]

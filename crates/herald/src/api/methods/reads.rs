@@ -43,6 +43,7 @@ pub(super) async fn history_remove(api: &Api, p: ChannelParams) -> Result<Empty,
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Position {
+    #[serde(deserialize_with = "super::integer::deserialize")]
     offset: u64,
     epoch: String,
 }
@@ -51,12 +52,13 @@ struct Position {
 #[serde(deny_unknown_fields)]
 pub(super) struct HistoryParams {
     channel: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::integer::option")]
     limit: Option<usize>,
     #[serde(default)]
     since: Option<Position>,
+    /// `null` is absent (false), as for the other optional params.
     #[serde(default)]
-    reverse: bool,
+    reverse: Option<bool>,
 }
 
 #[derive(Debug, Serialize)]
@@ -97,7 +99,8 @@ pub(super) async fn history(api: &Api, p: HistoryParams) -> Result<History, ApiE
         .since
         .as_ref()
         .map(|s| StreamPosition::new(s.offset, s.epoch.as_str()));
-    let backwards = p.reverse && since.is_some();
+    let reverse = p.reverse.unwrap_or(false);
+    let backwards = reverse && since.is_some();
     let query = HistoryQuery {
         // Paging back reads the whole (bounded) history and cuts it here.
         since: if backwards { None } else { since.clone() },
@@ -122,7 +125,7 @@ pub(super) async fn history(api: &Api, p: HistoryParams) -> Result<History, ApiE
         let skip = publications.len().saturating_sub(limit);
         publications.drain(..skip);
     }
-    if p.reverse {
+    if reverse {
         publications.reverse();
     }
     Ok(History {

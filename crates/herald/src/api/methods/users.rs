@@ -53,7 +53,7 @@ pub(super) async fn send(api: &Api, p: SendParams) -> Result<Empty, ApiError> {
 #[serde(deny_unknown_fields)]
 pub(super) struct DisconnectParams {
     user: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::integer::option")]
     code: Option<u16>,
     #[serde(default)]
     reason: Option<String>,
