@@ -39,12 +39,9 @@ pub(crate) fn granted(server: &ServerInner, socket: &Socket, channel: &str) -> b
     if claim.is_empty() {
         return false;
     }
-    socket
-        .0
-        .auth
-        .lock()
-        .as_ref()
-        .is_some_and(|a| claims::grants(&a.claims, claim, channel))
+    // Decoded outside the lock.
+    let auth = socket.0.auth.lock().clone();
+    auth.is_some_and(|a| claims::grants(&a.claims(), claim, channel))
 }
 
 /// Brings the socket's server-side subscriptions in line with its token.
@@ -54,13 +51,15 @@ pub(crate) async fn sync(server: &ServerInner, socket: &Socket, held: &mut Vec<A
     if claim.is_empty() {
         return;
     }
-    let wanted: Vec<Arc<str>> = socket
-        .0
-        .auth
-        .lock()
+    let auth = socket.0.auth.lock().clone();
+    let wanted: Vec<Arc<str>> = auth
         .as_ref()
-        .and_then(|a| claims::channels_of(&a.claims, claim).ok())
-        .map(|list| list.into_iter().map(Arc::from).collect())
+        .map(crate::socket::AuthState::claims)
+        .and_then(|c| {
+            claims::channels_of(&c, claim)
+                .ok()
+                .map(|list| list.into_iter().map(Arc::from).collect())
+        })
         .unwrap_or_default();
     let (kept, revoked): (Vec<_>, Vec<_>) = held.drain(..).partition(|c| wanted.contains(c));
     *held = kept;

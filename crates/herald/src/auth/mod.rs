@@ -36,6 +36,14 @@ pub use jwks::{JwksError, JwksOptions};
 pub use keys::Key;
 pub(crate) use time::unix_now;
 
+/// The claims of `token`, read without verification: only for a token that
+/// was verified (or signed here) when it became a socket's token, which
+/// keeps the signed token alone (`crate::socket::AuthState`). Empty if it
+/// does not decode (it always does, having been verified).
+pub(crate) fn decode_claims(token: &str) -> Claims {
+    jsonwebtoken::dangerous::insecure_decode_claims(token).unwrap_or_default()
+}
+
 use jwks::Jwks;
 use keys::{KeySet, Wanted};
 use verify::Audience;

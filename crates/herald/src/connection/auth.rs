@@ -41,12 +41,8 @@ impl Conn {
     }
 
     fn authenticate_with(&self, signed: String, claims: Claims) {
-        let expiry = self.server.auth.session_expiry(&claims);
-        self.shared.set_auth(Some(AuthState {
-            claims: Arc::new(claims),
-            signed: Arc::from(signed),
-            expiry,
-        }));
+        self.shared
+            .set_auth(Some(AuthState::new(&signed, &claims, &self.server)));
     }
 
     pub(super) async fn on_handshake(&mut self, cid: Option<Cid>, token: Option<String>) -> Flow {
@@ -206,12 +202,12 @@ impl Conn {
             .await;
         crate::grants::sync(&self.server, &self.socket, &mut self.granted).await;
         let claim = &self.server.config.user_claim;
-        let wanted: Option<Arc<str>> = self
-            .shared
-            .auth
-            .lock()
+        // Decoded outside the lock.
+        let auth = self.shared.auth.lock().clone();
+        let wanted: Option<Arc<str>> = auth
             .as_ref()
-            .and_then(|a| claims::user_of(&a.claims, claim));
+            .map(AuthState::claims)
+            .and_then(|c| claims::user_of(&c, claim));
         if wanted.as_ref() == self.user.as_ref().map(|(u, _)| u) {
             return Flow::Continue;
         }

@@ -97,8 +97,9 @@ struct Conn {
 }
 
 /// The running inbound job: it gives the inbound state back with what to do
-/// next.
-type Job = Pin<Box<dyn Future<Output = (Conn, Flow)> + Send>>;
+/// next. The state is boxed once per socket, so that the task's future and
+/// each job carry a pointer instead of a copy of it.
+type Job = Pin<Box<dyn Future<Output = (Box<Conn>, Flow)> + Send>>;
 
 /// What an inbound job does.
 enum Work {
@@ -108,7 +109,7 @@ enum Work {
     SyncUser,
 }
 
-fn start(mut conn: Conn, work: Work) -> Job {
+fn start(mut conn: Box<Conn>, work: Work) -> Job {
     Box::pin(async move {
         let flow = match work {
             Work::Message(msg) => conn.on_message(msg).await,
@@ -143,7 +144,7 @@ pub(crate) async fn run<S>(
     ));
     let socket = Socket(shared.clone());
     server.register(socket.clone());
-    let conn = Conn {
+    let conn = Box::new(Conn {
         malformed: Allowance::new(cfg.malformed_burst, cfg.malformed_refill),
         rate: (cfg.inbound_rate > 0).then(|| Throttle::new(cfg.inbound_rate, cfg.inbound_burst)),
         shared: shared.clone(),
@@ -152,37 +153,38 @@ pub(crate) async fn run<S>(
         handshaken: false,
         user: None,
         granted: Vec::new(),
-    };
+    });
     let mut out = Out::new(shared, socket, server.clone(), rx, bounds);
     let (conn, code, reason) = drive(conn, &mut ws, &mut out).await;
-    Box::pin(conn.finish(code, reason)).await;
+    Box::pin((*conn).finish(code, reason)).await;
     drop(admitted);
 }
 
 /// The task's loop; returns the inbound state (once no job holds it) and the
 /// close code and reason.
-async fn drive<S>(conn: Conn, ws: &mut WebSocket<S>, out: &mut Out) -> (Conn, u16, String)
+async fn drive<S>(conn: Box<Conn>, ws: &mut WebSocket<S>, out: &mut Out) -> (Box<Conn>, u16, String)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let shared = conn.shared.clone();
     let server = conn.server.clone();
     let cfg = &server.config;
-    // One timer for the pings and the liveness deadline (the handshake
-    // timeout, then the pong timeout): it fires at the earlier of the two.
-    // Pings start with the handshake.
+    // One timer for the pings, the liveness deadline (the handshake
+    // timeout, then the pong timeout) and the token's expiry: it fires at
+    // the earliest ([`wake_at`]). Pings start with the handshake.
     let ping_interval = cfg.ping_interval.max(Duration::from_millis(1));
     let mut next_ping: Option<Instant> = None;
     let mut deadline = Instant::now() + cfg.handshake_timeout;
     let timer = sleep_until(deadline);
     tokio::pin!(timer);
-    // The token's expiry timer, allocated for sockets whose token expires.
-    let mut token_expiry: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    // When the token expires (sockets whose token has an `exp`): the same
+    // timer fires for it, so a socket carries no second timer.
+    let mut token_expiry: Option<Instant> = None;
     let mut peer_close: Option<(u16, String)> = None;
     let mut handshaken = false;
     let mut was_handshaken = false;
     let mut last_inbound = Instant::now();
-    let mut idle: Option<Conn> = Some(conn);
+    let mut idle: Option<Box<Conn>> = Some(conn);
     let mut job: Option<Job> = None;
     let mut sync_pending = false;
 
@@ -304,6 +306,10 @@ where
             },
             _ = &mut timer => {
                 let now = Instant::now();
+                if token_expiry.is_some_and(|at| now >= at) {
+                    token_expiry = None;
+                    check_token_expiry(&shared);
+                }
                 if next_ping.is_some_and(|at| now >= at) {
                     // The next ping one interval after this one, however
                     // late this one is.
@@ -334,11 +340,7 @@ where
                         }
                     }
                 }
-                timer.as_mut().reset(next_ping.map_or(deadline, |p| p.min(deadline)));
-            }
-            _ = async { token_expiry.as_mut().expect("guarded").await }, if token_expiry.is_some() => {
-                token_expiry = None;
-                check_token_expiry(&shared);
+                timer.as_mut().reset(wake_at(deadline, next_ping, token_expiry));
             }
             _ = &mut auth_changed => {
                 auth_changed.set(shared.auth_changed.notified());
@@ -348,14 +350,11 @@ where
                         let left = Duration::from_secs(exp.saturating_sub(now));
                         // JWT `exp` is inclusive to the second: expire just
                         // after it passes.
-                        let at = Instant::now() + left + Duration::from_millis(1);
-                        match token_expiry.as_mut() {
-                            Some(timer) => timer.as_mut().reset(at),
-                            None => token_expiry = Some(Box::pin(tokio::time::sleep_until(at))),
-                        }
+                        token_expiry = Some(Instant::now() + left + Duration::from_millis(1));
                     }
                     None => token_expiry = None,
                 }
+                timer.as_mut().reset(wake_at(deadline, next_ping, token_expiry));
                 sync_pending = true;
             }
         }
@@ -366,7 +365,9 @@ where
             let first_ping = Instant::now() + ping_interval;
             next_ping = Some(first_ping);
             deadline = last_inbound + cfg.ping_timeout;
-            timer.as_mut().reset(first_ping.min(deadline));
+            timer
+                .as_mut()
+                .reset(wake_at(deadline, next_ping, token_expiry));
         }
     };
     let (code, reason) = if send_close {
@@ -428,6 +429,19 @@ impl Conn {
             Err(e) => self.send(outbound::reply_error(cid, &e)),
         }
     }
+}
+
+/// When the task's one timer must fire: at the liveness deadline, the next
+/// ping or the token's expiry, whichever comes first.
+fn wake_at(
+    deadline: Instant,
+    next_ping: Option<Instant>,
+    token_expiry: Option<Instant>,
+) -> Instant {
+    [next_ping, token_expiry]
+        .into_iter()
+        .flatten()
+        .fold(deadline, Instant::min)
 }
 
 /// The close for any message but `#handshake` before the handshake.

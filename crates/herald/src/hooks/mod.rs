@@ -125,10 +125,6 @@ impl ServerInner {
 /// (`#setAuthToken`).
 pub(crate) fn adopt_token(shared: &Arc<SocketShared>, signed: String, claims: Claims) {
     let frame = outbound::set_auth_token(&signed);
-    shared.set_auth(Some(AuthState {
-        expiry: shared.server.auth.session_expiry(&claims),
-        claims: Arc::new(claims),
-        signed: Arc::from(signed),
-    }));
+    shared.set_auth(Some(AuthState::new(&signed, &claims, &shared.server)));
     shared.enqueue(Outbound::Frame(frame));
 }

@@ -287,7 +287,6 @@ mod tests {
     async fn one_entry_per_socket() {
         let q = RefreshQueue::default();
         let auth = |exp: u64| AuthState {
-            claims: Arc::new(Default::default()),
             signed: Arc::from("t"),
             expiry: Some(exp),
         };
