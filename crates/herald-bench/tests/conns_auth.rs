@@ -2,28 +2,14 @@
 //! the server does not accept its tokens (here: signed with another secret
 //! than the server's), instead of measuring anonymous sockets.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn herald_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("HERALD_BIN") {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-        .join("debug")
-        .join("herald")
-}
+use common::herald_bin;
+use std::process::Command;
 
 #[test]
 fn tokens_the_server_refuses_fail_the_run_with_the_reason() {
     let herald = herald_bin();
-    assert!(
-        herald.exists(),
-        "{} not built (cargo build --workspace --bins, or set HERALD_BIN)",
-        herald.display()
-    );
     let server_cmd = format!(
         "{} serve --listen 127.0.0.1:{{port}} --auth-secret the-servers-own-secret",
         herald.display()

@@ -8,19 +8,10 @@
 //! measured as the supervisor and its two workers. The same code path as
 //! the run in docs/benchmarks.md ("100,000 sockets").
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn herald_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("HERALD_BIN") {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-        .join("debug")
-        .join("herald")
-}
+use common::herald_bin;
+use std::process::Command;
 
 fn random_suffix() -> u64 {
     use std::hash::{BuildHasher, Hasher};
@@ -32,11 +23,6 @@ fn random_suffix() -> u64 {
 #[test]
 fn sockets_held_across_two_workers_all_alive_and_reached_by_a_publication() {
     let herald = herald_bin();
-    assert!(
-        herald.exists(),
-        "{} not built (cargo build --workspace --bins, or set HERALD_BIN)",
-        herald.display()
-    );
     let broker = format!(
         "redis://127.0.0.1:6379?prefix=herald-bench-{:x}:",
         random_suffix()

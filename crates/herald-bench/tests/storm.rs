@@ -5,32 +5,18 @@
 //! restarted server's peak RSS must stay under a bound. The same code path
 //! as the 20,000-client run in docs/benchmarks.md ("Reconnect storm").
 
-use std::path::PathBuf;
+mod common;
+
+use common::herald_bin;
 use std::process::Command;
 
 /// The restarted debug-build server's peak RSS bound for 2,000 clients
 /// (measured about 40 MiB; a leak per reconnection would blow it).
 const MAX_RSS_MIB: f64 = 200.0;
 
-fn herald_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("HERALD_BIN") {
-        return PathBuf::from(p);
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"))
-        .join("debug")
-        .join("herald")
-}
-
 #[test]
 fn every_client_comes_back_resubscribes_and_gets_a_publication_on_its_channel() {
     let herald = herald_bin();
-    assert!(
-        herald.exists(),
-        "{} not built (cargo build --workspace --bins, or set HERALD_BIN)",
-        herald.display()
-    );
     let server_cmd = format!("{} serve --listen 127.0.0.1:{{port}}", herald.display());
     let out = Command::new(env!("CARGO_BIN_EXE_herald-bench"))
         .args(["storm", "--clients", "2000", "--per-worker", "1000"])
