@@ -19,7 +19,8 @@
 //!   sends requests faster than it reads the answers is not a slow consumer
 //!   of anyone else's data. They are bounded by the client itself: while
 //!   more than the byte bound of replies waits, the connection task stops
-//!   reading the client's frames ([`QueueState::replies_drained`]).
+//!   reading the client's frames ([`QueueState::replies_backlogged`]) until
+//!   [`Signals::DRAINED`].
 //!
 //! Items stay counted until the writer has written them, so a batch stuck
 //! in a blocked write is inside the bound too.
@@ -34,6 +35,13 @@
 //! channel counting slots cannot do. The mutex is held only to push or pop
 //! (never across an `.await`); a sender wakes the connection task only
 //! when it waits for an item.
+//!
+//! **Signals.** The queue also carries the task's other wake-ups: a close
+//! requested by server code, a changed token, the server's shutdown
+//! ([`Signals`]). They are bits beside the items, under the same mutex, and
+//! wake the same waker, so a socket's task waits on one thing for all of
+//! them instead of one registered waiter each (about 200 bytes of every
+//! socket's task).
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -42,7 +50,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Poll, Waker};
 
 use parking_lot::Mutex;
-use tokio::sync::Notify;
 
 use crate::socket::Outbound;
 
@@ -99,8 +106,6 @@ pub(crate) struct QueueState {
     delivery_bytes: AtomicUsize,
     delivery_frames: AtomicUsize,
     reply_bytes: AtomicUsize,
-    /// Wakes a reader paused on queued replies.
-    drained: Notify,
     items: Mutex<Items>,
 }
 
@@ -108,10 +113,45 @@ pub(crate) struct QueueState {
 #[derive(Debug, Default)]
 struct Items {
     queue: VecDeque<Outbound>,
+    /// Signals raised and not yet taken by the connection task.
+    signals: u8,
     /// The connection task, waiting for an item.
     waker: Option<Waker>,
     /// The receiving side is gone: nothing is queued any more.
     closed: bool,
+}
+
+/// Wake-ups of the connection task other than queued items (see the
+/// module docs). A set of bits: several raised before the task runs come
+/// together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Signals(u8);
+
+impl Signals {
+    /// Server code asked for the socket to close
+    /// (`SocketShared::request_close`).
+    pub(crate) const KILL: Signals = Signals(1);
+    /// The socket's token changed (its expiry and user index follow).
+    pub(crate) const AUTH_CHANGED: Signals = Signals(2);
+    /// The server is draining.
+    pub(crate) const SHUTDOWN: Signals = Signals(4);
+    /// The replies waiting came back within the byte bound: reading
+    /// resumes.
+    pub(crate) const DRAINED: Signals = Signals(8);
+
+    /// Whether `other` is among these.
+    pub(crate) fn contains(self, other: Signals) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// What the connection task is woken for.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Signals raised since the last time (they come before items).
+    Signals(Signals),
+    /// The next queued item.
+    Item(Outbound),
 }
 
 /// Why an item was not queued.
@@ -151,7 +191,6 @@ pub(crate) fn queue(bounds: Bounds) -> (QueueTx, QueueRx, Arc<QueueState>) {
         delivery_bytes: AtomicUsize::new(0),
         delivery_frames: AtomicUsize::new(0),
         reply_bytes: AtomicUsize::new(0),
-        drained: Notify::new(),
         items: Mutex::new(Items::default()),
     });
     (
@@ -166,12 +205,15 @@ pub(crate) fn queue(bounds: Bounds) -> (QueueTx, QueueRx, Arc<QueueState>) {
 }
 
 impl QueueRx {
-    /// The next item, waiting for one.
-    pub(crate) async fn recv(&mut self) -> Option<Outbound> {
+    /// The signals raised meanwhile, else the next item, waiting for one.
+    pub(crate) async fn next_event(&mut self) -> Event {
         poll_fn(|cx| {
             let mut items = self.state.items.lock();
+            if items.signals != 0 {
+                return Poll::Ready(Event::Signals(Signals(std::mem::take(&mut items.signals))));
+            }
             if let Some(item) = items.queue.pop_front() {
-                return Poll::Ready(Some(item));
+                return Poll::Ready(Event::Item(item));
             }
             match &items.waker {
                 Some(w) if w.will_wake(cx.waker()) => {}
@@ -260,6 +302,22 @@ impl QueueTx {
 }
 
 impl QueueState {
+    /// Raises `signals` for the connection task and wakes it (nothing once
+    /// the task is gone).
+    pub(crate) fn signal(&self, signals: Signals) {
+        let waker = {
+            let mut items = self.items.lock();
+            if items.closed {
+                return;
+            }
+            items.signals |= signals.0;
+            items.waker.take()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
     /// Counts `frames` items of `class` and `bytes` bytes as written (or
     /// dropped).
     pub(crate) fn release(&self, class: Class, frames: usize, bytes: usize) {
@@ -271,7 +329,7 @@ impl QueueState {
             Class::Reply => {
                 let before = self.reply_bytes.fetch_sub(bytes, Ordering::AcqRel);
                 if before > self.bounds.bytes && before - bytes <= self.bounds.bytes {
-                    self.drained.notify_waiters();
+                    self.signal(Signals::DRAINED);
                 }
             }
         }
@@ -281,19 +339,6 @@ impl QueueState {
     /// read before it is read again).
     pub(crate) fn replies_backlogged(&self) -> bool {
         self.reply_bytes.load(Ordering::Acquire) > self.bounds.bytes
-    }
-
-    /// Resolves once the replies waiting are within the byte bound.
-    pub(crate) async fn replies_drained(&self) {
-        loop {
-            let notified = self.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if !self.replies_backlogged() {
-                return;
-            }
-            notified.await;
-        }
     }
 
     /// Bytes of deliveries queued or being written.
@@ -398,17 +443,17 @@ mod tests {
         // Replies do not take a delivery's room.
         assert_eq!(tx.send(frame(10)), Ok(()));
         assert!(state.replies_backlogged());
-        let waiter = {
-            let state = state.clone();
-            tokio::spawn(async move { state.replies_drained().await })
-        };
         let mut taken = Taken::default();
         for _ in 0..4 {
             taken.add(&rx.try_recv().unwrap());
         }
         taken.release(&state);
         assert!(!state.replies_backlogged());
-        waiter.await.unwrap();
+        // The paused reader is told.
+        assert!(matches!(
+            rx.next_event().await,
+            Event::Signals(s) if s.contains(Signals::DRAINED)
+        ));
     }
 
     #[test]
@@ -439,10 +484,47 @@ mod tests {
             bytes: 1000,
             frames: 100,
         });
-        let waiter = tokio::spawn(async move { rx.recv().await.map(|i| i.cost()) });
+        let waiter = tokio::spawn(async move {
+            match rx.next_event().await {
+                Event::Item(item) => item.cost(),
+                Event::Signals(s) => panic!("unexpected {s:?}"),
+            }
+        });
         tokio::task::yield_now().await;
         tx.send(frame(7)).unwrap();
-        assert_eq!(waiter.await.unwrap(), Some(7));
+        assert_eq!(waiter.await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn signals_wake_the_receiver_and_come_before_items() {
+        let (tx, mut rx, state) = queue(Bounds {
+            bytes: 1000,
+            frames: 100,
+        });
+        let waiter = tokio::spawn(async move {
+            let first = rx.next_event().await;
+            let second = rx.next_event().await;
+            (first, second, rx)
+        });
+        tokio::task::yield_now().await;
+        state.signal(Signals::KILL);
+        state.signal(Signals::SHUTDOWN);
+        tx.send(frame(3)).unwrap();
+        let (first, second, rx) = waiter.await.unwrap();
+        // Raised before the task ran: both come in one event.
+        let Event::Signals(s) = first else {
+            panic!("{first:?}")
+        };
+        assert!(s.contains(Signals::KILL) && s.contains(Signals::SHUTDOWN));
+        assert!(!s.contains(Signals::AUTH_CHANGED));
+        assert!(
+            matches!(second, Event::Item(ref i) if i.cost() == 3),
+            "{second:?}"
+        );
+        // Once the receiver is gone, a signal is a no-op.
+        drop(rx);
+        state.signal(Signals::AUTH_CHANGED);
+        assert_eq!(state.items.lock().signals, 0);
     }
 
     #[test]

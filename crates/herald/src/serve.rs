@@ -175,6 +175,13 @@ impl Server {
         let sockets = self.0.sockets.lock().len();
         tracing::info!(sockets, ?grace, "draining: closing every socket with 1012");
         self.0.shutdown.cancel();
+        // Each socket's task is woken through its queue (one waiter per
+        // socket for all its wake-ups, `crate::queue`). A socket registering
+        // meanwhile sees the cancelled token itself (`connection::run`).
+        let open: Vec<_> = self.0.sockets.lock().values().cloned().collect();
+        for socket in open {
+            socket.0.queue.signal(crate::queue::Signals::SHUTDOWN);
+        }
         self.0.tasks.close();
         // Each socket waits up to the drain timeout for its procedures, then
         // up to two close grace periods for its writes and close handshake.

@@ -25,7 +25,7 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::auth::{AuthError, Claims, TokenError};
 use crate::broker::{Publication, StreamPosition};
-use crate::queue::{QueueState, QueueTx, Refused};
+use crate::queue::{QueueState, QueueTx, Refused, Signals};
 use crate::server::ServerInner;
 
 /// What waits in a socket's outbound queue: frames, and the markers the
@@ -170,6 +170,9 @@ pub struct RequestInfo {
     pub remote_addr: Option<SocketAddr>,
 }
 
+/// Server-side invokes of one socket awaiting replies, by cid.
+type Pending = HashMap<u64, oneshot::Sender<Result<Value, ErrorPayload>>>;
+
 pub(crate) struct SocketShared {
     /// Process-unique number, used as a map key.
     pub(crate) key: u64,
@@ -181,15 +184,15 @@ pub(crate) struct SocketShared {
     pub(crate) queue: Arc<QueueState>,
     state: AtomicU8,
     /// Set when the socket must close; the connection task reads it after
-    /// being woken through `kill`.
+    /// being woken by [`Signals::KILL`].
     close_code: AtomicU16,
     close_reason: Mutex<Option<String>>,
-    pub(crate) kill: Notify,
+    /// The token; a change raises [`Signals::AUTH_CHANGED`].
     pub(crate) auth: Mutex<Option<AuthState>>,
-    /// Wakes the connection task when the token changes (expiry timer).
-    pub(crate) auth_changed: Notify,
     pub(crate) channels: Mutex<HashSet<Arc<str>>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<Result<Value, ErrorPayload>>>>,
+    /// Server-side invokes awaiting the client's reply, by cid (boxed on
+    /// the first: most sockets are never invoked).
+    pending: Mutex<Option<Box<Pending>>>,
     next_cid: AtomicU64,
     /// Procedures of this socket still running (their replies are not
     /// queued yet), and the signal that the count dropped to zero.
@@ -217,11 +220,9 @@ impl SocketShared {
             state: AtomicU8::new(SocketState::Connecting as u8),
             close_code: AtomicU16::new(0),
             close_reason: Mutex::new(None),
-            kill: Notify::new(),
             auth: Mutex::new(None),
-            auth_changed: Notify::new(),
             channels: Mutex::new(HashSet::new()),
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(None),
             next_cid: AtomicU64::new(1),
             running: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -275,7 +276,7 @@ impl SocketShared {
             .is_ok();
         if won {
             *self.close_reason.lock() = reason;
-            self.kill.notify_one();
+            self.queue.signal(Signals::KILL);
         }
         won
     }
@@ -323,14 +324,22 @@ impl SocketShared {
     }
 
     pub(crate) fn resolve_invoke(&self, rid: u64, result: Result<Value, ErrorPayload>) {
-        if let Some(tx) = self.pending.lock().remove(&rid) {
+        let waiting = self.pending.lock().as_mut().and_then(|p| p.remove(&rid));
+        if let Some(tx) = waiting {
             let _ = tx.send(result);
+        }
+    }
+
+    /// Stops waiting for the reply to invoke `cid`.
+    fn forget_invoke(&self, cid: u64) {
+        if let Some(p) = self.pending.lock().as_mut() {
+            p.remove(&cid);
         }
     }
 
     /// Fails every pending server-side invoke (the socket closed).
     pub(crate) fn abort_invokes(&self) {
-        self.pending.lock().clear();
+        self.pending.lock().take();
     }
 
     pub(crate) fn set_auth(&self, auth: Option<AuthState>) {
@@ -341,7 +350,7 @@ impl SocketShared {
             }
         }
         *self.auth.lock() = auth;
-        self.auth_changed.notify_one();
+        self.queue.signal(Signals::AUTH_CHANGED);
     }
 }
 
@@ -472,9 +481,13 @@ impl Socket {
         let cid = self.0.next_cid.fetch_add(1, Ordering::Relaxed);
         let frame = outbound::request(procedure, Some(data), Some(&Cid::from(cid)))?;
         let (tx, rx) = oneshot::channel();
-        self.0.pending.lock().insert(cid, tx);
+        self.0
+            .pending
+            .lock()
+            .get_or_insert_default()
+            .insert(cid, tx);
         if let Err(e) = self.send_frame(frame) {
-            self.0.pending.lock().remove(&cid);
+            self.0.forget_invoke(cid);
             return Err(e);
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -482,7 +495,7 @@ impl Socket {
             Ok(Ok(Err(e))) => Err(SendError::Remote(e)),
             Ok(Err(_)) => Err(SendError::Closed),
             Err(_) => {
-                self.0.pending.lock().remove(&cid);
+                self.0.forget_invoke(cid);
                 Err(SendError::Timeout(timeout))
             }
         }

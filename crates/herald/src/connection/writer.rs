@@ -20,8 +20,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -29,11 +30,12 @@ use herald_protocol::outbound;
 use parking_lot::Mutex;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
 
 use super::CLOSE_GRACE;
 use crate::broker::{MessageKind, Publication, StreamPosition};
 use crate::middleware::PublishOut;
-use crate::queue::{Bounds, QueueRx, Taken};
+use crate::queue::{Bounds, Event, QueueRx, Taken};
 use crate::scratch::{Pool, Scratch};
 use crate::server::ServerInner;
 use crate::socket::{Notice, Outbound, Socket, SocketShared, SubscribeEnd};
@@ -66,13 +68,12 @@ pub(super) enum Ready {
 pub(super) struct Overflow;
 
 /// Per-socket stream bookkeeping. See the module documentation.
+///
+/// Most sockets never subscribe to a channel with history, so the
+/// bookkeeping ([`Streams`]) is boxed on first use: an idle socket's task
+/// carries a pointer, not two maps.
 pub(super) struct Writer {
-    /// The client's position on each history channel it is subscribed to.
-    positions: HashMap<Arc<str>, StreamPosition>,
-    /// History channels being subscribed, with what arrived meanwhile.
-    held: HashMap<Arc<str>, Vec<Outbound>>,
-    held_count: usize,
-    held_bytes: usize,
+    streams: Option<Box<Streams>>,
     max_held: Bounds,
 }
 
@@ -81,10 +82,7 @@ impl Writer {
     /// subscribes.
     pub(super) fn new(max_held: Bounds) -> Self {
         Self {
-            positions: HashMap::new(),
-            held: HashMap::new(),
-            held_count: 0,
-            held_bytes: 0,
+            streams: None,
             max_held,
         }
     }
@@ -97,13 +95,72 @@ impl Writer {
         subscribed: &Mutex<HashSet<Arc<str>>>,
         out: &mut Vec<Ready>,
     ) -> Result<(), Overflow> {
+        match (&mut self.streams, item) {
+            (None, Outbound::Frame(frame) | Outbound::Reply(frame)) => {
+                out.push(Ready::Frame(frame));
+                Ok(())
+            }
+            (None, Outbound::Publication(p)) if p.position.is_none() => {
+                Streams::unpositioned(p, out);
+                Ok(())
+            }
+            (Some(streams), item) => streams.accept(item, subscribed, out),
+            (None, item) => self
+                .streams
+                .insert(Box::new(Streams::new(self.max_held)))
+                .accept(item, subscribed, out),
+        }
+    }
+
+    /// Number of channels with a position (for tests).
+    #[cfg(test)]
+    pub(super) fn tracked(&self) -> usize {
+        self.streams.as_ref().map_or(0, |s| s.positions.len())
+    }
+}
+
+/// The positions and held publications of a socket's history channels.
+struct Streams {
+    /// The client's position on each history channel it is subscribed to.
+    positions: HashMap<Arc<str>, StreamPosition>,
+    /// History channels being subscribed, with what arrived meanwhile.
+    held: HashMap<Arc<str>, Vec<Outbound>>,
+    held_count: usize,
+    held_bytes: usize,
+    max_held: Bounds,
+}
+
+impl Streams {
+    fn new(max_held: Bounds) -> Self {
+        Self {
+            positions: HashMap::new(),
+            held: HashMap::new(),
+            held_count: 0,
+            held_bytes: 0,
+            max_held,
+        }
+    }
+
+    /// A publication without a position (a channel without history).
+    fn unpositioned(p: Arc<Publication>, out: &mut Vec<Ready>) {
+        match p.kind {
+            MessageKind::Publication => out.push(Ready::Publication(p)),
+            _ => out.push(Ready::Frame(p.frame.clone())),
+        }
+    }
+
+    /// Turns one queued item into what to write, appended to `out` in
+    /// order. `subscribed` is the socket's set of channels.
+    fn accept(
+        &mut self,
+        item: Outbound,
+        subscribed: &Mutex<HashSet<Arc<str>>>,
+        out: &mut Vec<Ready>,
+    ) -> Result<(), Overflow> {
         let socket = subscribed;
         match item {
             Outbound::Frame(frame) | Outbound::Reply(frame) => out.push(Ready::Frame(frame)),
-            Outbound::Publication(p) if p.position.is_none() => match p.kind {
-                MessageKind::Publication => out.push(Ready::Publication(p)),
-                _ => out.push(Ready::Frame(p.frame.clone())),
-            },
+            Outbound::Publication(p) if p.position.is_none() => Self::unpositioned(p, out),
             Outbound::Publication(p) => {
                 if self.held.contains_key(&p.channel) {
                     return self.hold_in(p.channel.clone(), Outbound::Publication(p));
@@ -226,12 +283,6 @@ impl Writer {
         self.positions
             .retain(|c, _| channels.contains(c) || held.contains_key(c));
     }
-
-    /// Number of channels with a position (for tests).
-    #[cfg(test)]
-    pub(super) fn tracked(&self) -> usize {
-        self.positions.len()
-    }
 }
 
 /// The writing side of a socket's task: its queue, its streams, and what
@@ -239,26 +290,25 @@ impl Writer {
 pub(super) struct Out {
     writer: Writer,
     rx: QueueRx,
-    shared: Arc<SocketShared>,
+    /// The socket (its shared state, and through it the server).
     socket: Socket,
-    server: Arc<ServerInner>,
 }
 
 impl Out {
-    pub(super) fn new(
-        shared: Arc<SocketShared>,
-        socket: Socket,
-        server: Arc<ServerInner>,
-        rx: QueueRx,
-        bounds: Bounds,
-    ) -> Self {
+    pub(super) fn new(socket: Socket, rx: QueueRx, bounds: Bounds) -> Self {
         Self {
             writer: Writer::new(bounds),
             rx,
-            shared,
             socket,
-            server,
         }
+    }
+
+    fn shared(&self) -> &SocketShared {
+        &self.socket.0
+    }
+
+    fn server(&self) -> &ServerInner {
+        &self.socket.0.server
     }
 
     /// Gives back the room of an empty queue (called while idle).
@@ -266,14 +316,13 @@ impl Out {
         self.rx.trim();
     }
 
-    /// The next queued item (never `None` while the socket lives: its
-    /// sender is in the shared state).
-    pub(super) async fn recv(&mut self) -> Option<Outbound> {
-        self.rx.recv().await
+    /// The task's next wake-up from its queue: signals, or an item.
+    pub(super) async fn next_event(&mut self) -> Event {
+        self.rx.next_event().await
     }
 
     /// Writes a batch of queued frames, starting with `first`, with one
-    /// flush.
+    /// flush. The batch stays counted in the queue's bounds until written.
     pub(super) async fn write_batch<S>(
         &mut self,
         ws: &mut WebSocket<S>,
@@ -283,84 +332,89 @@ impl Out {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let mut taken = Taken::default();
-        let result = self.write_taken(ws, first, &mut taken).await;
-        taken.release(&self.shared.queue);
+        // From the thread's pools: no allocation per batch
+        // (`crate::scratch`).
+        let mut ready = Scratch::take(&READY);
+        let mut out = Scratch::take(&FRAMES);
+        let result = if self.take_batch(first, &mut taken, &mut ready).is_err() {
+            self.shared().condemn_slow_consumer();
+            Ok(())
+        } else if ready.is_empty() {
+            Ok(())
+        } else {
+            if self.server().publish_out.is_empty() {
+                out.extend(ready.iter().map(|r| match r {
+                    Ready::Frame(f) => f.clone(),
+                    Ready::Publication(p) => p.frame.clone(),
+                }));
+            } else {
+                // Boxed: with publish-out middleware only, so that its
+                // futures are not part of every socket's task.
+                Box::pin(self.publish_out(&ready, &mut out)).await;
+            }
+            let result = self.write_frames(ws, &out).await;
+            if result.is_ok() {
+                let bytes = out.iter().map(|f| f.len() as u64).sum();
+                let publications = ready.iter().filter_map(|r| match r {
+                    Ready::Publication(p) => Some(p.received),
+                    Ready::Frame(_) => None,
+                });
+                self.server()
+                    .metrics
+                    .written(out.len() as u64, bytes, publications);
+            }
+            result
+        };
+        taken.release(&self.shared().queue);
         result
     }
 
-    async fn write_taken<S>(
+    /// Takes a batch from the queue, starting with `first`: at most
+    /// [`MAX_BATCH`] items or frames and about [`MAX_BATCH_BYTES`], turned
+    /// into what to write.
+    fn take_batch(
         &mut self,
-        ws: &mut WebSocket<S>,
         first: Outbound,
         taken: &mut Taken,
-    ) -> Result<(), String>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let write_timeout = self.server.config.write_timeout;
-        // From the thread's pool: no allocation per batch (`crate::scratch`).
-        let mut ready = Scratch::take(&READY);
+        ready: &mut Vec<Ready>,
+    ) -> Result<(), Overflow> {
         let mut next = Some(first);
         let mut items = 0;
         while let Some(item) = next {
             taken.add(&item);
-            if self
-                .writer
-                .accept(item, &self.shared.channels, &mut ready)
-                .is_err()
-            {
-                self.shared.condemn_slow_consumer();
-                return Ok(());
-            }
+            self.writer.accept(item, &self.socket.0.channels, ready)?;
             items += 1;
             if items >= MAX_BATCH || ready.len() >= MAX_BATCH || taken.bytes() >= MAX_BATCH_BYTES {
                 break;
             }
             next = self.rx.try_recv().ok();
         }
-        if ready.is_empty() {
-            return Ok(());
-        }
-        // Messages and payload bytes written, for the metrics.
-        let (mut frames, mut bytes) = (0u64, 0u64);
-        let result = {
-            let work = async {
-                let mut out = Scratch::take(&FRAMES);
-                for r in ready.iter() {
-                    let frame = match r {
-                        Ready::Frame(f) => Some(f.clone()),
-                        Ready::Publication(p) => self.publish_out(p).await,
-                    };
-                    if let Some(frame) = frame {
-                        frames += 1;
-                        bytes += frame.len() as u64;
-                        out.push(frame);
-                    }
-                }
-                ws.send_text(&out).await.map_err(|e| e.to_string())
-            };
-            // A write blocked on a peer that does not read: meanwhile its
-            // queue stays within its bounds (this batch is counted until
-            // written), so memory is bounded however long it waits; past
-            // `write_timeout` the connection is dropped.
-            match bounded(write_timeout, work).await {
-                Some(r) => r,
-                None => {
-                    // A peer that took nothing for this long is a slow
-                    // consumer, whether or not its queue overflowed.
-                    self.shared.condemn_slow_consumer();
-                    Err(format!("write blocked for more than {write_timeout:?}"))
-                }
+        Ok(())
+    }
+
+    /// Writes `frames` as text frames with one flush, within
+    /// `write_timeout`: a write blocked on a peer that does not read is
+    /// bounded in memory meanwhile (what it writes is still counted in the
+    /// queue's bounds), and past the timeout the socket is condemned as a
+    /// slow consumer.
+    pub(super) async fn write_frames<S>(
+        &self,
+        ws: &mut WebSocket<S>,
+        frames: &[Bytes],
+    ) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let write_timeout = self.server().config.write_timeout;
+        match Bounded::new(write_timeout, ws.send_text(frames)).await {
+            Some(r) => r.map_err(|e| e.to_string()),
+            None => {
+                // A peer that took nothing for this long is a slow
+                // consumer, whether or not its queue overflowed.
+                self.shared().condemn_slow_consumer();
+                Err(format!("write blocked for more than {write_timeout:?}"))
             }
-        };
-        if result.is_ok() {
-            let publications = ready.iter().filter_map(|r| match r {
-                Ready::Publication(p) => Some(p.received),
-                Ready::Frame(_) => None,
-            });
-            self.server.metrics.written(frames, bytes, publications);
         }
-        result
     }
 
     /// Writes whatever is queued, within the close grace period.
@@ -378,14 +432,23 @@ impl Out {
         let _ = tokio::time::timeout(CLOSE_GRACE, work).await;
     }
 
-    /// The frame `socket` receives of a publication, after publish-out
-    /// middleware (`None`: not delivered to it).
-    async fn publish_out(&self, p: &Publication) -> Option<Bytes> {
-        if self.server.publish_out.is_empty() {
-            return Some(p.frame.clone());
+    /// The frames this socket receives of a batch, after publish-out
+    /// middleware: a publication may be dropped or replaced.
+    async fn publish_out(&self, ready: &[Ready], out: &mut Vec<Bytes>) {
+        for r in ready {
+            let frame = match r {
+                Ready::Frame(f) => Some(f.clone()),
+                Ready::Publication(p) => self.publication_out(p).await,
+            };
+            out.extend(frame);
         }
+    }
+
+    /// The frame this socket receives of one publication (`None`: not
+    /// delivered to it).
+    async fn publication_out(&self, p: &Publication) -> Option<Bytes> {
         let mut replaced: Option<Value> = None;
-        for m in &self.server.publish_out {
+        for m in &self.server().publish_out {
             match m.publish_out(&self.socket, p).await {
                 PublishOut::Deliver => {}
                 PublishOut::Drop => return None,
@@ -405,20 +468,39 @@ impl Out {
 
 /// `f`, unless it takes longer than `limit` (`None`). Most writes complete
 /// without waiting: the timer (a timer-wheel registration, and a box kept
-/// out of the task's future) is set up only for one that has to wait.
-pub(super) async fn bounded<F: Future>(limit: Duration, f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    if let Poll::Ready(v) = futures_util::poll!(f.as_mut()) {
-        return Some(v);
+/// out of the task's future) is set up only for one that has to wait. A
+/// future of its own rather than an `async fn`, for the size of every
+/// socket's task (see [`crate::transport::ws`]'s `Send`).
+pub(super) struct Bounded<F> {
+    f: F,
+    limit: Duration,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl<F> Bounded<F> {
+    pub(super) fn new(limit: Duration, f: F) -> Self {
+        Self {
+            f,
+            limit,
+            timer: None,
+        }
     }
-    let mut timer = Box::pin(tokio::time::sleep(limit));
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = f.as_mut().poll(cx) {
+}
+
+impl<F: Future + Unpin> Future for Bounded<F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if let Poll::Ready(v) = Pin::new(&mut this.f).poll(cx) {
             return Poll::Ready(Some(v));
         }
+        let limit = this.limit;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
         timer.as_mut().poll(cx).map(|()| None)
-    })
-    .await
+    }
 }
 
 #[cfg(test)]
@@ -607,6 +689,10 @@ mod tests {
         }
         run(&mut w, &subs, items);
         assert!(w.tracked() <= 17, "{} positions kept", w.tracked());
-        assert!(w.positions.contains_key("keep"));
+        assert!(
+            w.streams
+                .as_ref()
+                .is_some_and(|s| s.positions.contains_key("keep"))
+        );
     }
 }

@@ -258,7 +258,7 @@ fn set_expiry(socket: &Socket, entry: &Entry, expiry: u64) {
         _ => return,
     }
     drop(auth);
-    socket.0.auth_changed.notify_one();
+    socket.0.queue.signal(crate::queue::Signals::AUTH_CHANGED);
 }
 
 #[cfg(test)]

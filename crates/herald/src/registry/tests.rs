@@ -253,7 +253,7 @@ async fn next_offsets(rx: &mut crate::queue::QueueRx, n: usize) -> Vec<u64> {
     let mut got = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), async {
         while got.len() < n {
-            if let Some(Outbound::Publication(p)) = rx.recv().await {
+            if let crate::queue::Event::Item(Outbound::Publication(p)) = rx.next_event().await {
                 got.push(p.position.as_ref().map_or(0, |q| q.offset));
             }
         }

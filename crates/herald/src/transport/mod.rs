@@ -207,19 +207,27 @@ async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
     }
     let on_upgrade = hyper::upgrade::on(&mut req);
     let info = Arc::new(info);
-    let task_server = server.clone();
-    inner.tasks.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "WebSocket upgrade failed");
-                return;
-            }
-        };
-        let ws = websocket(upgraded, task_server.0.config.max_payload);
-        crate::connection::run(ws, info, task_server.0.clone(), admitted).await;
-    });
+    inner.tasks.spawn(crate::connection::run(
+        upgraded(on_upgrade, inner.config.max_payload),
+        info,
+        server.0.clone(),
+        admitted,
+    ));
     switching_protocols(accept)
+}
+
+/// The WebSocket once the upgrade completes (`None`: it failed).
+pub(crate) async fn upgraded(
+    on_upgrade: hyper::upgrade::OnUpgrade,
+    max_payload: usize,
+) -> Option<WebSocket<TokioIo<hyper::upgrade::Upgraded>>> {
+    match on_upgrade.await {
+        Ok(upgraded) => Some(websocket(upgraded, max_payload)),
+        Err(e) => {
+            tracing::debug!(error = %e, "WebSocket upgrade failed");
+            None
+        }
+    }
 }
 
 /// Admission control's refusal for a browser, which cannot read a refused

@@ -50,8 +50,9 @@ pub(super) struct ReadState {
     /// Payload bytes of the incomplete frame at the start of `pending`
     /// already unmasked (and, for text, validated).
     unmasked: usize,
-    /// A fragmented message being assembled.
-    message: Option<Assembly>,
+    /// A fragmented message being assembled (boxed: rare, and every
+    /// socket carries this state).
+    message: Option<Box<Assembly>>,
     /// Validation of the text message in progress.
     utf8: Utf8Check,
 }
@@ -338,15 +339,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 .feed(&payload[from..])
                 .map_err(|_| WsError::InvalidUtf8)?;
         }
-        let assembly = r.message.get_or_insert_with(|| Assembly {
-            text,
-            data: Vec::new(),
+        let assembly = r.message.get_or_insert_with(|| {
+            Box::new(Assembly {
+                text,
+                data: Vec::new(),
+            })
         });
         assembly.data.extend_from_slice(payload);
         if !head.fin {
             return Ok(None);
         }
-        let Assembly { text, data } = r.message.take().expect("inserted above");
+        let Assembly { text, data } = *r.message.take().expect("inserted above");
         if !text {
             return Ok(Some(Message::Binary(Bytes::from(data))));
         }

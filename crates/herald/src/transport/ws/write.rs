@@ -10,7 +10,7 @@
 //! and every later write says so ([`WsError::Closed`]) instead of
 //! corrupting it.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -113,21 +113,51 @@ struct Cursor {
     offset: usize,
 }
 
+/// A batch being written ([`WebSocket::send`]): a future of its own rather
+/// than an `async fn`, because every socket's task holds one in its layout
+/// while a write waits, and this one is the cursor and two references.
+#[must_use = "futures do nothing unless polled"]
+pub(crate) struct Send<'a, S> {
+    ws: &'a mut WebSocket<S>,
+    payloads: &'a [Bytes],
+    at: Cursor,
+    opcode: OpCode,
+    started: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Future for Send<'_, S> {
+    type Output = Result<(), WsError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if !this.started {
+            if this.ws.state != State::Open || this.ws.write.mid_frame {
+                return Poll::Ready(Err(WsError::Closed));
+            }
+            this.started = true;
+        }
+        this.ws
+            .poll_send(cx, this.opcode, this.payloads, &mut this.at)
+    }
+}
+
 impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Writes `payloads` as text frames, one message each, and flushes.
-    pub(crate) async fn send_text(&mut self, payloads: &[Bytes]) -> Result<(), WsError> {
-        self.send(OpCode::Text, payloads).await
+    pub(crate) fn send_text<'a>(&'a mut self, payloads: &'a [Bytes]) -> Send<'a, S> {
+        self.send(OpCode::Text, payloads)
     }
 
     /// Writes `payloads` as frames of `opcode` (text or binary), one
     /// message each, and flushes.
-    pub(crate) async fn send(&mut self, opcode: OpCode, payloads: &[Bytes]) -> Result<(), WsError> {
+    pub(crate) fn send<'a>(&'a mut self, opcode: OpCode, payloads: &'a [Bytes]) -> Send<'a, S> {
         debug_assert!(matches!(opcode, OpCode::Text | OpCode::Binary));
-        if self.state != State::Open || self.write.mid_frame {
-            return Err(WsError::Closed);
+        Send {
+            ws: self,
+            payloads,
+            at: Cursor::default(),
+            opcode,
+            started: false,
         }
-        let mut at = Cursor::default();
-        poll_fn(|cx| self.poll_send(cx, opcode, payloads, &mut at)).await
     }
 
     fn poll_send(
