@@ -29,7 +29,7 @@ const SOCKETS: usize = 400;
 /// the bound leaves room for allocator rounding, not for a new buffer. A
 /// debug build's futures are larger (every temporary keeps a slot of its
 /// own), hence two bounds.
-const BUDGET: isize = if cfg!(debug_assertions) { 6_500 } else { 4_000 };
+const BUDGET: isize = if cfg!(debug_assertions) { 6_500 } else { 3_700 };
 
 thread_local! {
     static COUNTED: Cell<bool> = const { Cell::new(false) };
