@@ -11,7 +11,10 @@
 #   --warmup D       warm-up of each fanout run (default 1s)
 #   --only LIST      comma-separated scenario names to run (default: all):
 #                    fanout-100, fanout-1k, fanout-10k, fanout-100x100,
-#                    latency-50k, latency-1k, conns, storm
+#                    latency-50k, latency-1k, conns, storm, conns-100k
+#                    (conns-100k: Herald alone, once, through
+#                    scripts/bench-100k.sh: 100,000 sockets over
+#                    `herald serve --workers 8` and Redis)
 #   --servers LIST   comma-separated servers to run (default: all three):
 #                    socketcluster-server, ws-floor, herald
 #   --no-build       use the binaries already in target/release
@@ -142,7 +145,7 @@ SCENARIOS=(
   "fanout-100x100|fanout -P 100 -C 100 -S 100 --duration $DURATION --warmup $WARMUP"
   "latency-50k|fanout -P 100 -C 100 -S 100 --rate 500 --duration $DURATION --warmup $WARMUP"
   "latency-1k|fanout -P 1 -C 1 -S 1000 --rate 50 --threads 2 --duration $DURATION --warmup $WARMUP"
-  "conns|conns -n 10000"
+  "conns|conns -n 10000 --settle 30s"
   "storm|storm -n 10000 --backoff-initial 100ms --backoff-max 2s"
 )
 
@@ -221,6 +224,18 @@ for run in $(seq 1 "$RUNS"); do
     done
   done
 done
+# 100,000 sockets: Herald's workers over a broker (the other servers have
+# no such mode), once.
+HUNDRED_K=""
+if selected conns-100k && has_server herald; then
+  say "conns-100k: 100,000 sockets over herald serve --workers 8 (Redis)"
+  wait_quiet
+  if HUNDRED_K=$(scripts/bench-100k.sh --no-build 2>>"$LOG"); then :; else
+    echo "   FAILED (see $LOG): conns-100k" >&2
+    HUNDRED_K="${HUNDRED_K}
+| result | FAILED: a check did not pass (see the log) |"
+  fi
+fi
 ELAPSED=$(( $(date +%s) - START ))
 
 REPORT_ARGS=()
@@ -258,6 +273,16 @@ SECTION=$(
   echo '```'
   echo
   echo "Raw results: \`$RESULTS\` (not committed)."
+  if [ -n "$HUNDRED_K" ]; then
+    echo
+    echo "#### 100,000 sockets across workers"
+    echo
+    echo "\`scripts/bench-100k.sh --no-build\`: \`herald serve --workers 8 --broker redis://127.0.0.1:6379\` (Redis between the workers), 100,000 authenticated sockets from 20 client processes on loopback source addresses 127.0.0.2–21, each subscribed to one of 100 channels, pings every 8 s, held 60 s, then one publication per channel through the broker:"
+    echo
+    echo "| | |"
+    echo "|---|---|"
+    echo "$HUNDRED_K"
+  fi
 )
 
 if [ "$WRITE_DOC" = 1 ]; then
