@@ -7,6 +7,15 @@
 //! shutdown. Owning the socket in one task means no lock around it and a
 //! single place where it is closed.
 //!
+//! **What an idle socket costs.** This task's future is carried by every
+//! socket for its whole life, so it waits on three things only: the peer,
+//! its queue and one timer. The pings, the liveness deadline and the
+//! token's expiry share the timer; a close request, a changed token, the
+//! shutdown and drained replies arrive as signals through the queue
+//! ([`crate::queue::Signals`]). Rare paths and rare state are boxed when
+//! they happen, and the write path is made of small hand-written futures
+//! (docs/benchmarks.md, "Under 4 KiB").
+//!
 //! **Writing never waits for reading.** Handling a peer's message can take
 //! time (middleware, a broker round trip for a subscribe or a publish), so
 //! it runs as the task's *inbound job*: a future that owns the inbound
