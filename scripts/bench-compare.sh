@@ -34,8 +34,8 @@
 # Every server listens on a free port of 127.0.0.1 and is started afresh by
 # herald-bench for every run (--server-cmd), so one run's memory or queues do
 # not leak into the next. Raw results (one JSON line per run) are kept in
-# target/bench/. With the defaults the runs take about 18 minutes (conns holds each server 30 s), plus 3 for conns-100k and the
-# release builds.
+# target/bench/. With the defaults the runs take about 18 minutes (conns
+# holds each server 30 s), plus 3 for conns-100k and the release builds.
 set -uo pipefail
 
 cd "$(dirname "$0")/.."
