@@ -173,6 +173,9 @@ pub struct RequestInfo {
 /// Server-side invokes of one socket awaiting replies, by cid.
 type Pending = HashMap<u64, oneshot::Sender<Result<Value, ErrorPayload>>>;
 
+/// The state of one socket that its connection task, the registry's
+/// fan-out and server code (through [`Socket`]) share. Every open socket
+/// holds one, so rare parts are boxed on first use.
 pub(crate) struct SocketShared {
     /// Process-unique number, used as a map key.
     pub(crate) key: u64,
