@@ -178,8 +178,7 @@ impl Server {
         // Each socket's task is woken through its queue (one waiter per
         // socket for all its wake-ups, `crate::queue`). A socket registering
         // meanwhile sees the cancelled token itself (`connection::run`).
-        let open: Vec<_> = self.0.sockets.lock().values().cloned().collect();
-        for socket in open {
+        for socket in self.sockets() {
             socket.0.queue.signal(crate::queue::Signals::SHUTDOWN);
         }
         self.0.tasks.close();

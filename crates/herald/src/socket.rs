@@ -327,17 +327,15 @@ impl SocketShared {
     }
 
     pub(crate) fn resolve_invoke(&self, rid: u64, result: Result<Value, ErrorPayload>) {
-        let waiting = self.pending.lock().as_mut().and_then(|p| p.remove(&rid));
-        if let Some(tx) = waiting {
+        if let Some(tx) = self.take_invoke(rid) {
             let _ = tx.send(result);
         }
     }
 
-    /// Stops waiting for the reply to invoke `cid`.
-    fn forget_invoke(&self, cid: u64) {
-        if let Some(p) = self.pending.lock().as_mut() {
-            p.remove(&cid);
-        }
+    /// Stops waiting for the reply to invoke `cid`: its reply channel, if
+    /// still waiting.
+    fn take_invoke(&self, cid: u64) -> Option<oneshot::Sender<Result<Value, ErrorPayload>>> {
+        self.pending.lock().as_mut().and_then(|p| p.remove(&cid))
     }
 
     /// Fails every pending server-side invoke (the socket closed).
@@ -490,7 +488,7 @@ impl Socket {
             .get_or_insert_default()
             .insert(cid, tx);
         if let Err(e) = self.send_frame(frame) {
-            self.0.forget_invoke(cid);
+            self.0.take_invoke(cid);
             return Err(e);
         }
         match tokio::time::timeout(timeout, rx).await {
@@ -498,7 +496,7 @@ impl Socket {
             Ok(Ok(Err(e))) => Err(SendError::Remote(e)),
             Ok(Err(_)) => Err(SendError::Closed),
             Err(_) => {
-                self.0.forget_invoke(cid);
+                self.0.take_invoke(cid);
                 Err(SendError::Timeout(timeout))
             }
         }

@@ -335,13 +335,13 @@ impl Out {
         // From the thread's pools: no allocation per batch
         // (`crate::scratch`).
         let mut ready = Scratch::take(&READY);
-        let mut out = Scratch::take(&FRAMES);
         let result = if self.take_batch(first, &mut taken, &mut ready).is_err() {
             self.shared().condemn_slow_consumer();
             Ok(())
         } else if ready.is_empty() {
             Ok(())
         } else {
+            let mut out = Scratch::take(&FRAMES);
             if self.server().publish_out.is_empty() {
                 out.extend(ready.iter().map(|r| match r {
                     Ready::Frame(f) => f.clone(),
